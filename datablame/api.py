@@ -1,0 +1,205 @@
+"""The Python API; the CLI only wraps these functions.
+
+    cfg = load_config("run.yaml")
+    outcome = run(cfg)             # corpus -> model -> fine-tune -> attribute -> report
+    result = attribute(cfg)        # attribute again with a trained run (reuses the model)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datablame import __version__
+from datablame.config import RunConfig
+from datablame.data import build_corpus, make_planted
+from datablame.data.corpus import Corpus, Query
+from datablame.errors import DatablameError
+from datablame.methods import AttributionInputs, get_method
+from datablame.models import load_model
+from datablame.models.loading import LoadedModel, save_model
+from datablame.models.queries import prepare_queries
+from datablame.models.tokenize import encode_pairs
+from datablame.report import AttributionResult, build_result, write_result
+from datablame.runs import prepare_run_dir
+from datablame.train import finetune
+from datablame.utils.io import atomic_write_json, seed_everything
+
+log = logging.getLogger("datablame")
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    corpus: Corpus
+    result: AttributionResult
+    paths: dict[str, Path]
+
+
+def load_corpus(cfg: RunConfig) -> tuple[Corpus, list[Query], dict[str, list[str]]]:
+    """The corpus, plus built-in queries and ground truth for synthetic corpora."""
+    if cfg.data.source == "planted":
+        p = make_planted(cfg.data.planted)
+        return p.corpus, p.queries, p.ground_truth
+    return build_corpus(cfg.data), [], {}
+
+
+def _model_dir(run_dir: Path) -> Path:
+    return run_dir / "model"
+
+
+def train(cfg: RunConfig, corpus: Corpus | None = None) -> LoadedModel:
+    """Fine-tune (or reuse the finished fine-tune of this run directory) and return the model."""
+    run_dir = prepare_run_dir(cfg)
+    corpus = corpus or load_corpus(cfg)[0]
+    final = _model_dir(run_dir) / "final"
+    if final.is_dir():
+        log.info("reusing trained model %s", final)
+        return load_model(cfg.model, path_override=str(final), seed=cfg.seed)
+    seed_everything(cfg.seed)
+    base = load_model(cfg.model, tokenizer_texts=[r.text for r in corpus], seed=cfg.seed)
+    if cfg.model.kind == "tiny":
+        # a random base only exists in memory: save it so checkpoints/adapters can refer to it
+        base_dir = _model_dir(run_dir) / "base"
+        if not base_dir.is_dir():
+            save_model(base.model, base.tokenizer, base_dir)
+        base = load_model(cfg.model, path_override=str(base_dir), seed=cfg.seed)
+    res = finetune(base.model, base.tokenizer, corpus, cfg.training, cfg.model, _model_dir(run_dir))
+    atomic_write_json(
+        _model_dir(run_dir) / "train_summary.json",
+        {
+            "seconds": res.seconds,
+            "rows_trained": res.rows_trained,
+            "truncated_rows": res.truncated_rows,
+            "dropped_no_loss": res.dropped_no_loss,
+            "checkpoints": [str(p) for p in res.checkpoints],
+            "log_history": res.log_history,
+        },
+    )
+    return load_model(cfg.model, path_override=str(res.final_dir), seed=cfg.seed)
+
+
+def _config_queries(cfg: RunConfig) -> list[Query]:
+    a = cfg.attribution
+    qs = [Query(q.prompt, q.completion, q.query_id or "") for q in a.queries]
+    if a.queries_file:
+        path = Path(a.queries_file)
+        if not path.is_file():
+            raise DatablameError(f"queries file {path} does not exist", "fix attribution.queries_file")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                qs.append(Query(d["prompt"], d.get("completion"), str(d.get("query_id", ""))))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DatablameError(
+                    f"line {n} of {path} is not a JSON object with a 'prompt'",
+                    'write one {"prompt": ..., "completion": ...} object per line',
+                ) from None
+    return qs
+
+
+def _attribution_model(cfg: RunConfig, run_dir: Path) -> LoadedModel:
+    if cfg.attribution.checkpoint:
+        ck = Path(cfg.attribution.checkpoint)
+        if not ck.exists():
+            raise DatablameError(f"checkpoint {ck} does not exist", "fix attribution.checkpoint")
+        return load_model(cfg.model, path_override=str(ck), seed=cfg.seed)
+    final = _model_dir(run_dir) / "final"
+    if final.is_dir():
+        return load_model(cfg.model, path_override=str(final), seed=cfg.seed)
+    if cfg.training.enabled:
+        raise DatablameError(
+            f"no trained model in {final}", "run `datablame train` (or `datablame run`) first"
+        )
+    if cfg.model.kind == "tiny":
+        raise DatablameError("an untrained tiny model has nothing to attribute", "enable training")
+    return load_model(cfg.model, seed=cfg.seed)
+
+
+def evaluate_against_truth(
+    corpus: Corpus, queries: list[Query], scores: dict[str, np.ndarray], truth: dict[str, list[str]], k: int
+) -> dict:
+    from datablame.bench.metrics import average_precision, mean_metric, recall_at_k
+
+    idx = corpus.index_of()
+    per_method = {}
+    for name, mat in scores.items():
+        rec, ap = [], []
+        for qi, q in enumerate(queries):
+            if q.query_id not in truth:
+                continue
+            rel = [idx[r] for r in truth[q.query_id] if r in idx]
+            rec.append(recall_at_k(mat[qi], rel, k))
+            ap.append(average_precision(mat[qi], rel))
+        per_method[name] = {f"recall@{k}": mean_metric(rec), "mAP": mean_metric(ap), "queries": len(rec)}
+    summary = "; ".join(f"{m}: recall@{k}={v[f'recall@{k}']:.3f}, mAP={v['mAP']:.3f}" for m, v in per_method.items())
+    return {"k": k, "per_method": per_method, "summary": summary}
+
+
+def attribute(
+    cfg: RunConfig,
+    *,
+    corpus: Corpus | None = None,
+    loaded: LoadedModel | None = None,
+    methods: list[str] | None = None,
+) -> tuple[AttributionResult, dict[str, Path]]:
+    """Rank training rows for each query with each method; write results.json, md, html."""
+    run_dir = prepare_run_dir(cfg)
+    built_corpus, builtin_queries, truth = load_corpus(cfg)
+    corpus = corpus or built_corpus
+    queries = _config_queries(cfg) or builtin_queries
+    loaded = loaded or _attribution_model(cfg, run_dir)
+    seed_everything(cfg.seed)
+    t0 = time.perf_counter()
+    prepared, q_enc = prepare_queries(
+        loaded.model, loaded.tokenizer, queries,
+        max_length=cfg.model.max_length, max_new_tokens=cfg.attribution.max_new_tokens, loss_on="completion",
+    )
+    rows_enc = encode_pairs(
+        loaded.tokenizer, [r.prompt for r in corpus], [r.completion for r in corpus],
+        max_length=cfg.model.max_length, loss_on=cfg.model.loss_on,
+    )
+    inputs = AttributionInputs(
+        model=loaded.model, tokenizer=loaded.tokenizer, corpus=corpus, rows=rows_enc,
+        queries=prepared, query_rows=q_enc, attribution=cfg.attribution, model_cfg=cfg.model,
+        work_dir=run_dir / "attribution",
+    )
+    timing = {"prepare_queries_s": time.perf_counter() - t0}
+    scores, described = {}, []
+    for name in methods or [cfg.attribution.method]:
+        m = get_method(name)
+        t = time.perf_counter()
+        m.fit(inputs)
+        scores[name] = m.score(inputs)
+        timing[f"{name}_s"] = time.perf_counter() - t
+        described.append(m.describe())
+    result = build_result(
+        version=__version__,
+        config=cfg.model_dump(mode="json"),
+        model_info={"source": loaded.source, "fingerprint": loaded.fingerprint,
+                    "modules": inputs.cache.get("grad_modules", [])},
+        corpus=corpus, queries=prepared, generated=[q.completion is None for q in queries],
+        scores=scores, methods=described, k=cfg.attribution.top_k, timing=timing,
+    )
+    result.data["truncated_rows"] = len(rows_enc.truncated)
+    if truth:
+        result.evaluation = evaluate_against_truth(corpus, prepared, scores, truth, cfg.attribution.top_k)
+    paths = write_result(result, run_dir / "attribution")
+    np.savez_compressed(run_dir / "attribution" / "scores.npz", **scores)
+    return result, paths
+
+
+def run(cfg: RunConfig) -> RunOutcome:
+    """The whole pipeline: corpus -> (fine-tune) -> attribute -> report."""
+    run_dir = prepare_run_dir(cfg)
+    corpus = load_corpus(cfg)[0]
+    loaded = train(cfg, corpus) if cfg.training.enabled else None
+    result, paths = attribute(cfg, corpus=corpus, loaded=loaded)
+    return RunOutcome(run_dir, corpus, result, paths)

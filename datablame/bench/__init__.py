@@ -1,0 +1,1 @@
+"""Ground-truth benchmarks and ranking metrics."""

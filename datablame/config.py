@@ -1,0 +1,236 @@
+"""Run configuration: one YAML per run, validated with pydantic.
+
+Every stage reads the same `RunConfig`; every run writes its resolved copy
+(`config.resolved.yaml`) next to its results so it can be replayed exactly.
+Unknown keys are errors (typos must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from datablame.errors import DatablameError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class CleaningConfig(_Strict):
+    normalize_unicode: bool = True  # NFKC
+    collapse_whitespace: bool = True
+    drop_empty: bool = True
+    drop_duplicates: bool = True
+
+
+class PlantedConfig(_Strict):
+    """Parameters of the planted-facts corpus (datablame.data.synthetic.planted)."""
+
+    n_entities: int = 40
+    n_facts: int = 8  # planted claims (one query each)
+    plants_per_fact: int = 4
+    decoys_per_fact: int = 4
+    background_per_entity: int = 12
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    """Where the training rows come from and how a row becomes prompt + completion."""
+
+    source: Literal["file", "hf", "planted"] = "file"
+    path: str | None = None  # file path, HF dataset dir, or hub id
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
+    split: str = "train"
+    template: Literal["qa", "instruction", "plain"] = "qa"
+    input_column: str = "question"
+    output_column: str = "answer"
+    instruction_column: str | None = None  # instruction template only
+    text_column: str = "text"  # plain template only (loss on all tokens)
+    id_column: str | None = None
+    metadata_columns: list[str] = Field(default_factory=list)
+    num_samples: int | None = None  # first N rows after cleaning
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+    planted: PlantedConfig = Field(default_factory=PlantedConfig)
+
+    @model_validator(mode="after")
+    def _need_path(self) -> DataConfig:
+        if self.source in ("file", "hf") and not self.path:
+            raise ValueError("data.path is required when data.source is 'file' or 'hf'")
+        return self
+
+
+class TinyModelConfig(_Strict):
+    """A small random Llama built from a config (tests, demo)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    vocab_size: int = 2048  # tokenizer is trained on the corpus with this budget
+    max_position_embeddings: int = 256
+
+
+class ModelConfig(_Strict):
+    kind: Literal["hf", "tiny", "smollm2-gguf"] = "hf"
+    name_or_path: str | None = None  # HF id or local dir (kind=hf)
+    adapter: str | None = None  # PEFT adapter dir to apply on top
+    tokenizer: str | None = None  # defaults to name_or_path
+    max_length: int = 512
+    loss_on: Literal["completion", "all"] = "completion"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # auto -> cuda if available else cpu
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    cache_dir: str | None = None  # where converted GGUF copies are kept
+
+    @model_validator(mode="after")
+    def _need_name(self) -> ModelConfig:
+        if self.kind == "hf" and not self.name_or_path:
+            raise ValueError("model.name_or_path is required when model.kind is 'hf'")
+        return self
+
+
+class LoraConfig(_Strict):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class TrainingConfig(_Strict):
+    """Fine-tuning through HF Trainer; defaults are the seed-000 arguments."""
+
+    enabled: bool = True
+    method: Literal["full", "lora"] = "full"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    lr_scheduler_type: str = "cosine_with_restarts"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0  # seed 000 disables clipping under bf16
+    bf16: Literal["auto", True, False] = "auto"  # auto: on when the device supports it
+    save_steps: int = 100
+    save_total_limit: int | None = None
+    logging_steps: int = 20
+    optim: str = "adamw_torch"
+    report_to: list[Literal["wandb", "tensorboard", "mlflow"]] = Field(default_factory=list)
+    dataloader_num_workers: int = 0
+    seed: int = 42
+    resume: bool = True  # continue from the last checkpoint in the output dir
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        from transformers.trainer_utils import SchedulerType
+
+        allowed = [s.value for s in SchedulerType]
+        if v not in allowed:
+            raise ValueError(f"unknown lr_scheduler_type {v!r}; choose one of {allowed}")
+        return v
+
+
+class ModuleSelection(_Strict):
+    """Which linear layers' gradients are used.
+
+    `pattern` is a regex matched (re.search) against module names; `layers` keeps only
+    modules inside `layers.<i>.` with i in the range ("8-12", "0,2,4", or null = all).
+    `lora_only` selects the LoRA A/B matrices of an adapter model.
+    """
+
+    pattern: str = r"mlp\.(gate_proj|up_proj|down_proj)$"
+    layers: str | None = None
+    lora_only: bool = False
+
+
+class ProjectionConfig(_Strict):
+    """Factored random projection of per-module gradients (k_out x k_in per module).
+
+    null dims mean identity (the exact gradient). Seeded: same seed -> same projection.
+    """
+
+    k_in: int | None = None
+    k_out: int | None = None
+    kind: Literal["gaussian", "rademacher"] = "gaussian"
+    seed: int = 0
+
+
+class QueryConfig(_Strict):
+    prompt: str
+    completion: str | None = None  # None: the model generates it
+    query_id: str | None = None
+
+
+class AttributionConfig(_Strict):
+    method: Literal["grad_cosine", "grad_dot"] = "grad_cosine"
+    modules: ModuleSelection = Field(default_factory=ModuleSelection)
+    projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
+    queries: list[QueryConfig] = Field(default_factory=list)
+    queries_file: str | None = None  # JSONL with prompt[, completion, query_id]
+    top_k: int = 10
+    batch_size: int = 8
+    max_new_tokens: int = 32  # when generating completions
+    checkpoint: str | None = None  # model to attribute; default: the trained model
+
+
+class OutputConfig(_Strict):
+    dir: str = "runs/default"
+    overwrite: bool = False  # refuse to reuse a directory holding another run
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {e['msg']}")
+    return f"invalid config {source}: " + "; ".join(parts)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise DatablameError(
+            _format_validation_error(err, source),
+            "correct the key(s) named above; `datablame init` writes a commented example",
+        ) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise DatablameError(
+            f"config file {path} does not exist.", "pass --config PATH, or run `datablame init`"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise DatablameError(f"config {path} is not valid YAML: {err}", "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise DatablameError(f"config {path} must be a mapping of keys", "see `datablame init`")
+    return parse_config(raw, str(path))

@@ -1,0 +1,143 @@
+"""Batched per-row gradient features from hooks, without forming weight gradients.
+
+Forward hooks keep each selected layer's (projected) input activations and mark its output
+as requiring grad; one backward of the summed per-row losses w.r.t. those outputs gives the
+output gradients g. Parameters are frozen, so autograd computes activation gradients only.
+Rows never interact (eval mode, causal attention, right padding), so summing row losses
+gives each row its own gradient and the result does not depend on the batch size.
+
+The feature of a row is the concatenation over modules of sum_t (P_out g_t)(P_in a_t)^T,
+the gradient of that row's mean completion-token NLL (nats) w.r.t. the layer weights
+(projected). Identity projection gives the exact per-example gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from datablame.grads.projection import FactoredProjection
+from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
+
+
+class GradientFeaturizer:
+    def __init__(
+        self,
+        model: nn.Module,
+        modules: Sequence[tuple[str, nn.Linear]],
+        projection: FactoredProjection,
+    ) -> None:
+        self.model = model
+        self.modules = list(modules)
+        self.projection = projection
+        self.device = next(model.parameters()).device
+        self._mats = {}
+        for name, mod in self.modules:
+            p_in, p_out = projection.matrices(name, mod.in_features, mod.out_features)
+            self._mats[name] = (
+                None if p_in is None else p_in.to(self.device),
+                None if p_out is None else p_out.to(self.device),
+            )
+        self.shapes = [
+            (
+                name,
+                (self._mats[name][1].shape[0] if self._mats[name][1] is not None else mod.out_features),
+                (self._mats[name][0].shape[0] if self._mats[name][0] is not None else mod.in_features),
+            )
+            for name, mod in self.modules
+        ]
+        self.dim = sum(o * i for _, o, i in self.shapes)
+
+    @contextmanager
+    def _frozen(self):
+        """Eval mode, all parameters frozen; the previous state is restored afterwards."""
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        was_training = self.model.training
+        for p, _ in flags:
+            p.requires_grad_(False)
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for p, f in flags:
+                p.requires_grad_(f)
+            self.model.train(was_training)
+
+    def featurize_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (features [B, dim] float32, per-row loss [B]) for one padded batch."""
+        acts: dict[str, torch.Tensor] = {}
+        outs: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def make_hook(name: str):
+            p_in = self._mats[name][0]
+
+            def hook(_mod, inputs, output):
+                if name in outs:
+                    raise RuntimeError(f"module {name} ran twice in one forward; cannot featurize it")
+                a = inputs[0].detach().float()
+                acts[name] = a if p_in is None else a @ p_in.T
+                if not output.requires_grad:
+                    output.requires_grad_(True)
+                outs[name] = output
+                return output
+
+            return hook
+
+        for name, mod in self.modules:
+            handles.append(mod.register_forward_hook(make_hook(name)))
+        try:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.enable_grad():
+                logits = self.model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+                losses = per_row_loss(logits, batch["labels"])
+                names = [n for n, _ in self.modules]
+                grads = torch.autograd.grad(losses.sum(), [outs[n] for n in names], allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        parts = []
+        for name, g in zip(names, grads, strict=True):
+            a = acts[name]
+            if g is None:  # module does not influence the loss (cannot happen for a transformer block)
+                g = torch.zeros(*a.shape[:2], self._mats[name][1].shape[0] if self._mats[name][1] is not None else outs[name].shape[-1], device=a.device)
+            g = g.float() * mask
+            p_out = self._mats[name][1]
+            if p_out is not None:
+                g = g @ p_out.T
+            parts.append(torch.einsum("bto,bti->boi", g, a).flatten(1))
+        return torch.cat(parts, dim=1), losses.detach().float()
+
+    def featurize(self, encoded: Encoded, batch_size: int = 8, pad_id: int = 0, desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [N, dim] (CPU float32) and per-row losses [N], rows in the given order."""
+        n = len(encoded)
+        feats = torch.empty((n, self.dim), dtype=torch.float32)
+        losses = torch.empty(n, dtype=torch.float32)
+        with self._frozen():
+            for start in tqdm(range(0, n, batch_size), desc=desc or "featurize", disable=desc is False or n <= batch_size, unit="batch"):
+                idx = slice(start, min(start + batch_size, n))
+                batch = pad_batch(encoded.input_ids[idx], encoded.labels[idx], pad_id)
+                f, lo = self.featurize_batch(batch)
+                feats[idx] = f.cpu()
+                losses[idx] = lo.cpu()
+        return feats, losses
+
+
+def featurize_rows(
+    model: nn.Module,
+    modules: Sequence[tuple[str, nn.Linear]],
+    projection: FactoredProjection,
+    encoded: Encoded,
+    *,
+    batch_size: int = 8,
+    pad_id: int = 0,
+    desc: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return GradientFeaturizer(model, modules, projection).featurize(encoded, batch_size, pad_id, desc)

@@ -1,0 +1,99 @@
+"""Views of an AttributionResult: Markdown, self-contained HTML, and a console table."""
+
+from __future__ import annotations
+
+import html
+
+from datablame.report.results import AttributionResult
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def render_markdown(res: AttributionResult) -> str:
+    lines = [
+        "# datablame attribution report",
+        "",
+        f"- created: {res.created} (datablame {res.version})",
+        f"- model: `{res.model.get('source', '?')}` fingerprint `{str(res.model.get('fingerprint', ''))[:16]}`",
+        f"- data: {res.data['rows']} rows, fingerprint `{res.data['fingerprint'][:16]}`",
+    ]
+    for m in res.methods:
+        lines.append(f"- method `{m['name']}`: {m['sign']}; unit: {m['unit']}")
+    if res.evaluation:
+        lines.append(f"- evaluation: {res.evaluation.get('summary', '')}")
+    for q in res.queries:
+        lines += ["", f"## {q.query_id}", "", f"**Prompt:** {_short(q.prompt, 300)}  ",
+                  f"**Completion{' (generated)' if q.generated else ''}:** {_short(q.completion, 300)}"]
+        for method, rows in q.rankings.items():
+            lines += ["", f"### {method}", "", "| rank | score | row_id | row |", "|---:|---:|---|---|"]
+            for r in rows:
+                row = _short(r.prompt + r.completion).replace("|", "\\|")
+                lines.append(f"| {r.rank} | {r.score:.4g} | `{r.row_id}` | {row} |")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+h2{border-bottom:1px solid #ccc;padding-bottom:.2em}
+table{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}
+td,th{border:1px solid #ddd;padding:.3em .5em;vertical-align:top;font-size:.92em}
+th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
+.meta{color:#666;font-size:.9em}pre{white-space:pre-wrap;margin:0}
+.bar{background:#4a90d9;height:.6em;display:inline-block}
+"""
+
+
+def render_html(res: AttributionResult) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>datablame report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>datablame attribution report</h1>",
+        f"<p class='meta'>created {e(res.created)} · datablame {e(res.version)} · model "
+        f"<code>{e(str(res.model.get('source', '?')))}</code> · {res.data['rows']} training rows · data "
+        f"<code>{e(res.data['fingerprint'][:16])}</code></p><ul>",
+    ]
+    for m in res.methods:
+        parts.append(f"<li><b>{e(m['name'])}</b>: {e(m['sign'])}; unit: {e(m['unit'])}</li>")
+    parts.append("</ul>")
+    if res.evaluation:
+        parts.append(f"<p><b>Evaluation:</b> {e(str(res.evaluation.get('summary', '')))}</p>")
+    for q in res.queries:
+        parts.append(f"<h2>{e(q.query_id)}</h2><p><b>Prompt</b></p><pre>{e(q.prompt)}</pre>")
+        parts.append(
+            f"<p><b>Completion{' (generated)' if q.generated else ''}</b></p><pre>{e(q.completion)}</pre>"
+        )
+        for method, rows in q.rankings.items():
+            top = max((abs(r.score) for r in rows), default=1.0) or 1.0
+            parts.append(f"<h3>{e(method)}</h3><table><tr><th>#</th><th>score</th><th></th>"
+                         "<th>row_id</th><th>prompt</th><th>completion</th></tr>")
+            for r in rows:
+                w = int(80 * abs(r.score) / top)
+                parts.append(
+                    f"<tr><td class='num'>{r.rank}</td><td class='num'>{r.score:.4g}</td>"
+                    f"<td><span class='bar' style='width:{w}px'></span></td><td><code>{e(r.row_id)}</code></td>"
+                    f"<td><pre>{e(r.prompt)}</pre></td><td><pre>{e(r.completion)}</pre></td></tr>"
+                )
+            parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def print_table(res: AttributionResult, max_rows: int = 5) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for q in res.queries:
+        for method, rows in q.rankings.items():
+            t = Table(title=f"{q.query_id} · {method} · {_short(q.prompt + ' →' + q.completion, 80)}")
+            t.add_column("#", justify="right")
+            t.add_column("score", justify="right")
+            t.add_column("row_id")
+            t.add_column("row")
+            for r in rows[:max_rows]:
+                t.add_row(str(r.rank), f"{r.score:.4g}", r.row_id, _short(r.prompt + r.completion, 70))
+            console.print(t)

