@@ -28,7 +28,7 @@ from datablame.models.tokenize import encode_pairs
 from datablame.report import AttributionResult, build_result, write_result
 from datablame.runs import prepare_run_dir
 from datablame.train import finetune
-from datablame.utils.io import atomic_write_json, seed_everything
+from datablame.utils.io import atomic_save_npz, atomic_write_json, seed_everything
 
 log = logging.getLogger("datablame")
 
@@ -151,6 +151,9 @@ def attribute(
     methods: list[str] | None = None,
 ) -> tuple[AttributionResult, dict[str, Path]]:
     """Rank training rows for each query with each method; write results.json, md, html."""
+    methods = methods or [cfg.attribution.method]
+    for name in methods:  # fail on a typo before any model is loaded
+        get_method(name)
     run_dir = prepare_run_dir(cfg)
     built_corpus, builtin_queries, truth = load_corpus(cfg)
     corpus = corpus or built_corpus
@@ -173,7 +176,7 @@ def attribute(
     )
     timing = {"prepare_queries_s": time.perf_counter() - t0}
     scores, described = {}, []
-    for name in methods or [cfg.attribution.method]:
+    for name in methods:
         m = get_method(name)
         t = time.perf_counter()
         m.fit(inputs)
@@ -192,7 +195,7 @@ def attribute(
     if truth:
         result.evaluation = evaluate_against_truth(corpus, prepared, scores, truth, cfg.attribution.top_k)
     paths = write_result(result, run_dir / "attribution")
-    np.savez_compressed(run_dir / "attribution" / "scores.npz", **scores)
+    atomic_save_npz(run_dir / "attribution" / "scores.npz", scores)
     return result, paths
 
 

@@ -114,7 +114,7 @@ class TrainingConfig(_Strict):
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
     lr_scheduler_type: str = "cosine_with_restarts"
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # fraction of total steps
     max_grad_norm: float | None = 1.0  # seed 000 disables clipping under bf16
     bf16: Literal["auto", True, False] = "auto"  # auto: on when the device supports it
     save_steps: int = 100
@@ -153,11 +153,14 @@ class ModuleSelection(_Strict):
 class ProjectionConfig(_Strict):
     """Factored random projection of per-module gradients (k_out x k_in per module).
 
-    null dims mean identity (the exact gradient). Seeded: same seed -> same projection.
+    null dims mean identity (the exact gradient, memory in*out per module per row).
+    The default 32 x 32 keeps 1024 floats per module per row; on the demo it ranks the
+    planted rows as well as exact gradients (recall@10 0.906 both). Seeded: same seed ->
+    same projection.
     """
 
-    k_in: int | None = None
-    k_out: int | None = None
+    k_in: int | None = Field(32, ge=1)
+    k_out: int | None = Field(32, ge=1)
     kind: Literal["gaussian", "rademacher"] = "gaussian"
     seed: int = 0
 

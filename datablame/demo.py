@@ -23,7 +23,7 @@ def demo_config(output_dir: str = "runs/demo", overwrite: bool = False) -> RunCo
             },
             "training": {
                 # from scratch, so a much larger learning rate than seed 000's fine-tune
-                "num_train_epochs": 30,
+                "num_train_epochs": 15,
                 "per_device_train_batch_size": 16,
                 "learning_rate": 2e-3,
                 "weight_decay": 0.01,

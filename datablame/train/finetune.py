@@ -138,7 +138,8 @@ def finetune(
         learning_rate=train_cfg.learning_rate,
         weight_decay=train_cfg.weight_decay,
         lr_scheduler_type=train_cfg.lr_scheduler_type,
-        warmup_ratio=train_cfg.warmup_ratio,
+        # transformers 5 reads a float < 1 here as a fraction of total steps
+        warmup_steps=float(train_cfg.warmup_ratio),
         max_grad_norm=train_cfg.max_grad_norm or 0.0,
         bf16=bf16,
         save_strategy="steps",

@@ -6,6 +6,8 @@ from datablame.config import ModuleSelection, ProjectionConfig
 from datablame.grads import FactoredProjection, featurize_rows, select_modules
 from datablame.models.tokenize import pad_batch, per_row_loss
 
+EXACT = ProjectionConfig(k_in=None, k_out=None)  # identity projection: the exact gradient
+
 
 def autograd_per_example(model, modules, encoded):
     """Reference: one backward per row with weights requiring grad."""
@@ -24,7 +26,7 @@ def autograd_per_example(model, modules, encoded):
 @pytest.mark.parametrize("pattern,layers", [(r"mlp\.(gate_proj|up_proj|down_proj)$", None), (r"self_attn\.(q|v)_proj$", "1-2")])
 def test_identity_projection_equals_autograd(tiny_llama, toy_encoded, pattern, layers):
     modules = select_modules(tiny_llama, ModuleSelection(pattern=pattern, layers=layers))
-    feats, _ = featurize_rows(tiny_llama, modules, FactoredProjection(ProjectionConfig()), toy_encoded, batch_size=4)
+    feats, _ = featurize_rows(tiny_llama, modules, FactoredProjection(EXACT), toy_encoded, batch_size=4)
     ref = autograd_per_example(tiny_llama, modules, toy_encoded)
     assert feats.shape == ref.shape
     torch.testing.assert_close(feats, ref, rtol=1e-4, atol=1e-6)
@@ -42,7 +44,7 @@ def test_batch_size_does_not_change_features(tiny_llama, toy_encoded):
 def test_featurizer_restores_model_state(tiny_llama, toy_encoded):
     tiny_llama.train()
     modules = select_modules(tiny_llama, ModuleSelection())
-    featurize_rows(tiny_llama, modules, FactoredProjection(ProjectionConfig()), toy_encoded)
+    featurize_rows(tiny_llama, modules, FactoredProjection(EXACT), toy_encoded)
     assert tiny_llama.training
     assert all(p.requires_grad for p in tiny_llama.parameters())
     assert all(p.grad is None for p in tiny_llama.parameters())  # no weight gradient formed
@@ -50,7 +52,7 @@ def test_featurizer_restores_model_state(tiny_llama, toy_encoded):
 
 def test_projected_inner_products_track_exact(tiny_llama, toy_encoded):
     modules = select_modules(tiny_llama, ModuleSelection())
-    exact, _ = featurize_rows(tiny_llama, modules, FactoredProjection(ProjectionConfig()), toy_encoded)
+    exact, _ = featurize_rows(tiny_llama, modules, FactoredProjection(EXACT), toy_encoded)
     proj, _ = featurize_rows(tiny_llama, modules, FactoredProjection(ProjectionConfig(k_in=16, k_out=16, seed=7)), toy_encoded)
     assert proj.shape[1] < exact.shape[1]
     iu = np.triu_indices(len(toy_encoded))

@@ -1,0 +1,101 @@
+"""End-to-end pipeline on a small planted corpus, and the pipeline-level bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from datablame import api
+from datablame.config import parse_config
+from datablame.errors import DatablameError
+
+
+def small_config(out, **over):
+    raw = {
+        "name": "t",
+        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 3, "plants_per_fact": 3,
+                                                  "decoys_per_fact": 2, "background_per_entity": 4}},
+        "model": {"kind": "tiny", "max_length": 96,
+                  "tiny": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}},
+        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
+                     "lr_scheduler_type": "constant", "save_steps": 3, "logging_steps": 50},
+        "attribution": {"method": "grad_cosine", "top_k": 5, "batch_size": 7},
+        "output": {"dir": str(out)},
+    }
+    for k, v in over.items():
+        raw[k] = {**raw.get(k, {}), **v}
+    return parse_config(raw)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = small_config(out)
+    outcome = api.run(cfg)
+    return cfg, outcome
+
+
+def test_run_writes_results_with_fingerprints_and_full_rows(trained_run):
+    cfg, outcome = trained_run
+    res = json.loads((outcome.run_dir / "attribution" / "results.json").read_text())
+    assert res["data"]["fingerprint"] == outcome.corpus.fingerprint()
+    assert len(res["model"]["fingerprint"]) == 64
+    assert res["config"]["attribution"]["top_k"] == 5
+    q = res["queries"][0]
+    rows = q["rankings"]["grad_cosine"]
+    assert len(rows) == 5 and rows[0]["score"] >= rows[-1]["score"]
+    by_id = {r.row_id: r for r in outcome.corpus}
+    assert rows[0]["prompt"] == by_id[rows[0]["row_id"]].prompt
+    assert (outcome.run_dir / "attribution" / "report.html").is_file()
+    assert (outcome.run_dir / "config.resolved.yaml").is_file()
+    assert list((outcome.run_dir / "model").glob("checkpoint-*")), "checkpoints are kept"
+    assert "recall@5" in res["evaluation"]["per_method"]["grad_cosine"]
+
+
+def test_attribute_again_reuses_model_and_is_deterministic(trained_run):
+    cfg, outcome = trained_run
+    first = np.load(outcome.run_dir / "attribution" / "scores.npz")["grad_cosine"]
+    # a different batch size must not change the scores
+    cfg2 = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(update={"batch_size": 2})})
+    api.attribute(cfg2)
+    again = np.load(outcome.run_dir / "attribution" / "scores.npz")["grad_cosine"]
+    np.testing.assert_allclose(first, again, rtol=1e-4, atol=1e-6)
+
+
+def test_generated_completion_and_dot_method(trained_run, tmp_path):
+    cfg, outcome = trained_run
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps({"prompt": outcome.corpus[0].prompt, "query_id": "gen"}) + "\n")
+    cfg2 = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(update={"queries_file": str(qfile), "max_new_tokens": 8})})
+    result, _ = api.attribute(cfg2, methods=["grad_dot", "grad_cosine"])
+    q = result.queries[0]
+    assert q.generated and q.query_id == "gen"
+    assert set(q.rankings) == {"grad_dot", "grad_cosine"}
+
+
+def test_too_long_query_is_refused(trained_run):
+    cfg, _ = trained_run
+    long_prompt = "Question: " + "Vorland " * 400 + "\nAnswer:"
+    cfg2 = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(
+        update={"queries": [{"prompt": long_prompt, "completion": " x"}]})})
+    cfg2 = parse_config(cfg2.model_dump(mode="json"))
+    with pytest.raises(DatablameError, match="longer than the context"):
+        api.attribute(cfg2)
+
+
+def test_other_run_in_output_dir_is_refused_and_kept(trained_run):
+    cfg, outcome = trained_run
+    other = small_config(outcome.run_dir, training={"learning_rate": 1e-3})
+    before = sorted(p.name for p in outcome.run_dir.iterdir())
+    with pytest.raises(DatablameError, match="holds another run"):
+        api.train(other)
+    assert sorted(p.name for p in outcome.run_dir.iterdir()) == before
+
+
+def test_missing_model_path_is_refused(tmp_path):
+    cfg = small_config(tmp_path / "r", model={"kind": "hf", "name_or_path": str(tmp_path / "no-such-model")})
+    with pytest.raises(DatablameError, match="does not exist"):
+        api.train(cfg)
