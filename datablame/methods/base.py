@@ -30,6 +30,11 @@ class AttributionInputs:
     attribution: AttributionConfig
     model_cfg: ModelConfig
     work_dir: Path | None = None  # where `fit` may save what it precomputes
+    # Trainer checkpoints of this run in step order (TracIn, TRAK ensembles, cross-checkpoint),
+    # and the model before fine-tuning when it was saved (tiny models: <run>/model/base).
+    checkpoints: list[Path] = field(default_factory=list)
+    base_model: Path | None = None
+    run_dir: Path | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # shared between methods of one run
 
 
@@ -58,9 +63,17 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def get_method(name: str, **kwargs: Any) -> Method:
+def get_method(name: str, **options: Any) -> Method:
+    """An instance of a registered method; `options` come from `attribution.options.<name>`."""
     if name not in REGISTRY:
         raise DatablameError(
             f"unknown attribution method {name!r}", f"choose one of {sorted(REGISTRY)}"
         )
-    return REGISTRY[name](**kwargs)
+    cls = REGISTRY[name]
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise DatablameError(
+            f"bad options for method {name!r}: {err}",
+            f"fix attribution.options.{name} (see the docstring of {cls.__module__})",
+        ) from None

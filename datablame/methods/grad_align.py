@@ -9,6 +9,8 @@ with the magnitudes removed (unitless, in [-1, 1]).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -16,17 +18,41 @@ from datablame.grads import FactoredProjection, GradientFeaturizer, select_modul
 from datablame.methods.base import AttributionInputs, Method, register
 
 
-def gradient_features(inputs: AttributionInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row features [R, D], query features [Q, D]); cached so dot and cosine share them."""
+@dataclass
+class GradFeatures:
+    """Projected per-row loss gradients of the attributed model, shared by gradient methods.
+
+    `rows[r]` / `queries[q]` concatenate, module by module in `shapes` order, the row-major
+    `k_out x k_in` block sum_t (P_out g_t)(P_in a_t)^T: the gradient of the mean
+    completion-token NLL (nats) w.r.t. that layer's weight, projected.
+    """
+
+    rows: torch.Tensor  # [R, D] float32
+    queries: torch.Tensor  # [Q, D] float32
+    row_losses: torch.Tensor  # [R]
+    query_losses: torch.Tensor  # [Q]
+    shapes: list[tuple[str, int, int]]  # (module name, k_out, k_in)
+
+    def blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Split features [N, D] into per-module views [N, k_out, k_in]."""
+        out, start = [], 0
+        for _, o, i in self.shapes:
+            out.append(x[:, start : start + o * i].reshape(len(x), o, i))
+            start += o * i
+        return out
+
+
+def gradient_features(inputs: AttributionInputs) -> GradFeatures:
+    """Features of the training rows and queries; computed once per run and cached."""
     key = "grad_features"
     if key not in inputs.cache:
         cfg = inputs.attribution
         modules = select_modules(inputs.model, cfg.modules)
         feat = GradientFeaturizer(inputs.model, modules, FactoredProjection(cfg.projection))
         pad = inputs.tokenizer.pad_token_id or 0
-        rows, _ = feat.featurize(inputs.rows, cfg.batch_size, pad, desc="training-row gradients")
-        queries, _ = feat.featurize(inputs.query_rows, cfg.batch_size, pad, desc=False)
-        inputs.cache[key] = (rows, queries)
+        rows, row_losses = feat.featurize(inputs.rows, cfg.batch_size, pad, desc="training-row gradients")
+        queries, query_losses = feat.featurize(inputs.query_rows, cfg.batch_size, pad, desc=False)
+        inputs.cache[key] = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
         inputs.cache["grad_modules"] = [n for n, _ in modules]
     return inputs.cache[key]
 
@@ -38,7 +64,8 @@ class GradDot(Method):
     cost = "one forward+backward per row (activation gradients only)"
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
-        rows, queries = gradient_features(inputs)
+        g = gradient_features(inputs)
+        rows, queries = g.rows, g.queries
         return (queries.double() @ rows.double().T).numpy()
 
 
@@ -49,7 +76,8 @@ class GradCosine(Method):
     cost = "one forward+backward per row (activation gradients only)"
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
-        rows, queries = gradient_features(inputs)
+        g = gradient_features(inputs)
+        rows, queries = g.rows, g.queries
         r = torch.nn.functional.normalize(rows.double(), dim=1)
         q = torch.nn.functional.normalize(queries.double(), dim=1)
         return (q @ r.T).numpy()
