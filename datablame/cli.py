@@ -22,7 +22,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run YAML (see `
 EXAMPLES = {"default": "run.yaml", "tinyllama": "tinyllama-patent-qa.yaml"}
 
 
-def _friendly(fn):
+def friendly(fn):
     """Bad input -> one clear line on stderr and exit code 2, no traceback."""
 
     @wraps(fn)
@@ -41,7 +41,7 @@ def _friendly(fn):
 
 
 @app.command()
-@_friendly
+@friendly
 def init(
     path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("run.yaml"),
     example: Annotated[str, typer.Option(help=f"one of {sorted(EXAMPLES)}")] = "default",
@@ -60,7 +60,7 @@ def init(
 
 
 @app.command()
-@_friendly
+@friendly
 def train(config: ConfigOpt) -> None:
     """Fine-tune the model on the corpus (resumes from the last checkpoint)."""
     from datablame import api
@@ -72,7 +72,7 @@ def train(config: ConfigOpt) -> None:
 
 
 @app.command()
-@_friendly
+@friendly
 def attribute(
     config: ConfigOpt,
     method: Annotated[str | None, typer.Option(help="comma-separated methods (default: from config)")] = None,
@@ -90,7 +90,7 @@ def attribute(
 
 
 @app.command()
-@_friendly
+@friendly
 def run(config: ConfigOpt) -> None:
     """The whole pipeline: corpus -> fine-tune -> attribute -> report."""
     from datablame import api
@@ -103,7 +103,7 @@ def run(config: ConfigOpt) -> None:
 
 
 @app.command()
-@_friendly
+@friendly
 def demo(
     output_dir: Annotated[str, typer.Option(help="run directory")] = "runs/demo",
     overwrite: bool = False,
@@ -133,6 +133,17 @@ def _print_outputs(result, paths) -> None:
             )
     for kind, p in paths.items():
         typer.echo(f"{kind}: {p}")
+
+
+# Stage commands that live in their own modules (each registers on `app` with
+# `@app.command()` + `@friendly`): verify/lds, bench, index, inspect.
+_COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index")
+for _name in _COMMAND_MODULES:
+    try:
+        __import__(_name)
+    except ModuleNotFoundError as _err:
+        if _err.name != _name:
+            raise
 
 
 def main() -> None:  # pragma: no cover
