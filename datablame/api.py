@@ -21,14 +21,15 @@ from datablame.data import build_corpus, make_planted
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
 from datablame.methods import AttributionInputs, get_method
+from datablame.methods.grad_align import featurize_range, featurizer_for, store_identity
 from datablame.models import load_model
 from datablame.models.loading import LoadedModel, save_model
 from datablame.models.queries import prepare_queries
-from datablame.models.tokenize import encode_pairs
+from datablame.models.tokenize import Encoded, encode_pairs
 from datablame.report import AttributionResult, build_result, write_result
 from datablame.runs import prepare_run_dir
 from datablame.train import finetune, list_checkpoints
-from datablame.utils.io import atomic_save_npz, atomic_write_json, seed_everything
+from datablame.utils.io import atomic_save_npy, atomic_save_npz, atomic_write_json, seed_everything
 
 log = logging.getLogger("datablame")
 
@@ -144,20 +145,24 @@ def evaluate_against_truth(
 
 
 def prepare_inputs(
-    cfg: RunConfig, *, corpus: Corpus | None = None, loaded: LoadedModel | None = None
+    cfg: RunConfig, *, corpus: Corpus | None = None, loaded: LoadedModel | None = None, queries: bool = True,
+    use_store: bool = True,
 ) -> tuple[AttributionInputs, dict[str, list[str]]]:
     """Everything a method needs for this run (model, encoded rows and queries, checkpoints),
     plus the ground truth when the corpus is synthetic."""
     run_dir = prepare_run_dir(cfg)
     built_corpus, builtin_queries, truth = load_corpus(cfg)
     corpus = corpus or built_corpus
-    queries = _config_queries(cfg) or builtin_queries
+    queries = (_config_queries(cfg) or builtin_queries) if queries else []
     loaded = loaded or _attribution_model(cfg, run_dir)
     seed_everything(cfg.seed)
-    prepared, q_enc = prepare_queries(
-        loaded.model, loaded.tokenizer, queries,
-        max_length=cfg.model.max_length, max_new_tokens=cfg.attribution.max_new_tokens, loss_on="completion",
-    )
+    if queries:
+        prepared, q_enc = prepare_queries(
+            loaded.model, loaded.tokenizer, queries,
+            max_length=cfg.model.max_length, max_new_tokens=cfg.attribution.max_new_tokens, loss_on="completion",
+        )
+    else:  # indexing: rows only
+        prepared, q_enc = [], Encoded([], [])
     rows_enc = encode_pairs(
         loaded.tokenizer, [r.prompt for r in corpus], [r.completion for r in corpus],
         max_length=cfg.model.max_length, loss_on=cfg.model.loss_on,
@@ -173,7 +178,86 @@ def prepare_inputs(
     )
     inputs.cache["model_info"] = {"source": loaded.source, "fingerprint": loaded.fingerprint}
     inputs.cache["generated"] = [q.completion is None for q in queries]
+    if use_store:
+        _attach_store(cfg, inputs, loaded.fingerprint)
     return inputs, truth
+
+
+def store_dir(run_dir: Path) -> Path:
+    return run_dir / "store"
+
+
+def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: str) -> None:
+    """Use the run's feature store (from `datablame index`) for training-row gradients."""
+    path = store_dir(inputs.run_dir)
+    if not cfg.attribution.store.enabled or not (path / "manifest.json").is_file():
+        return
+    from datablame.store import open_store
+
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    if not manifest.get("complete"):
+        log.warning("feature store %s is incomplete; computing gradients directly "
+                    "(rerun `datablame index` to finish it)", path)
+        return
+    try:
+        store = open_store(path, expect_identity=store_identity(inputs, model_fingerprint))
+    except DatablameError as err:
+        raise DatablameError(
+            f"{err.problem} (the run's model, data or projection changed since `datablame index`)",
+            "rebuild it: `datablame index --config <run.yaml> --overwrite`, or set attribution.store.enabled: false",
+        ) from None
+    inputs.cache["feature_store"] = store
+    inputs.cache["store_row_losses"] = _load_row_losses(path, len(store))
+
+
+def _load_row_losses(path: Path, n: int) -> np.ndarray:
+    out = np.full(n, np.nan, dtype=np.float32)
+    for f in (path / "row_losses").glob("*.npy"):
+        start, stop = (int(x) for x in f.stem.split("-"))
+        out[start:stop] = np.load(f)
+    return out
+
+
+def index(cfg: RunConfig, *, faiss: str = "auto", overwrite: bool = False, progress: bool = True) -> dict:
+    """Featurize every training row once into `<run>/store` (resumable, sharded fp16) and
+    build a FAISS index over it; later `attribute` calls read rows from the store."""
+    from datablame.store import build_faiss_index, build_store
+
+    inputs, _ = prepare_inputs(cfg, queries=False, use_store=False)
+    path = store_dir(inputs.run_dir)
+    feat = featurizer_for(inputs)
+    losses_dir = path / "row_losses"
+
+    def featurize(start: int, stop: int):
+        f, losses = featurize_range(inputs, start, stop)
+        losses_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(losses_dir / f"{start}-{stop}.npy", losses.numpy())
+        return f
+
+    t0 = time.perf_counter()
+    info = build_store(
+        path, n_rows=len(inputs.corpus), row_ids=[r.row_id for r in inputs.corpus],
+        identity=store_identity(inputs, inputs.cache["model_info"]["fingerprint"]),
+        featurize=featurize, dim=feat.dim, shard_size=cfg.attribution.store.shard_rows,
+        config=cfg.model_dump(mode="json"), progress=progress, overwrite=overwrite,
+    )
+    summary = {
+        "store": str(path), "rows": info.n_rows, "dim": info.dim, "shards": info.n_shards,
+        "shards_computed": info.shards_computed, "shards_reused": info.shards_reused,
+        "featurize_s": info.seconds, "rows_per_s": info.rows_computed / info.seconds if info.seconds else None,
+        "bytes": info.nbytes, "modules": inputs.cache["grad_modules"],
+    }
+    kind = faiss if faiss != "auto" else ("flat" if info.n_rows < 50_000 else "ivf")
+    if kind != "none":
+        from datablame.store import open_store
+
+        store = open_store(path)
+        idx = build_faiss_index(store, kind, metric="cosine", k=min(10, info.n_rows))
+        idx.save(path / "faiss.index")
+        summary["faiss"] = {k: v for k, v in idx.info.items() if k != "store_identity"}
+    summary["seconds"] = time.perf_counter() - t0
+    atomic_write_json(path / "index_summary.json", summary)
+    return summary
 
 
 def attribute(

@@ -16,6 +16,8 @@ import torch
 
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
 from datablame.methods.base import AttributionInputs, Method, register
+from datablame.models.tokenize import Encoded
+from datablame.utils.io import sha256_strings
 
 
 @dataclass
@@ -42,18 +44,56 @@ class GradFeatures:
         return out
 
 
+def featurizer_for(inputs: AttributionInputs) -> GradientFeaturizer:
+    """The featurizer of this run's model, modules and projection (built once, cached)."""
+    if "grad_featurizer" not in inputs.cache:
+        cfg = inputs.attribution
+        modules = select_modules(inputs.model, cfg.modules)
+        inputs.cache["grad_featurizer"] = GradientFeaturizer(inputs.model, modules, FactoredProjection(cfg.projection))
+        inputs.cache["grad_modules"] = [n for n, _ in modules]
+    return inputs.cache["grad_featurizer"]
+
+
+def store_identity(inputs: AttributionInputs, model_fingerprint: str) -> dict:
+    """What must match for stored row features to stand in for freshly computed ones."""
+    cfg, mcfg = inputs.attribution, inputs.model_cfg
+    return {
+        "model": model_fingerprint,
+        "data": inputs.corpus.fingerprint(),
+        "modules": sha256_strings(f"{n}:{o}x{i}" for n, o, i in featurizer_for(inputs).shapes),
+        "projection": cfg.projection.model_dump(mode="json"),
+        "max_length": mcfg.max_length,
+        "loss_on": mcfg.loss_on,
+    }
+
+
+def featurize_range(inputs: AttributionInputs, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and losses of training rows [start, stop) (for building the store)."""
+    feat = featurizer_for(inputs)
+    part = Encoded(inputs.rows.input_ids[start:stop], inputs.rows.labels[start:stop])
+    return feat.featurize(part, inputs.attribution.batch_size, inputs.tokenizer.pad_token_id or 0, desc=False)
+
+
 def gradient_features(inputs: AttributionInputs) -> GradFeatures:
-    """Features of the training rows and queries; computed once per run and cached."""
+    """Features of the training rows and queries; computed once per run and cached.
+
+    With a feature store attached (`inputs.cache["feature_store"]`, opened and identity-checked
+    by the API from `datablame index`), row features are read from it (fp16 on disk, so scores
+    agree with direct computation to ~1e-3 relative) and only the queries are featurized.
+    """
     key = "grad_features"
     if key not in inputs.cache:
         cfg = inputs.attribution
-        modules = select_modules(inputs.model, cfg.modules)
-        feat = GradientFeaturizer(inputs.model, modules, FactoredProjection(cfg.projection))
+        feat = featurizer_for(inputs)
         pad = inputs.tokenizer.pad_token_id or 0
-        rows, row_losses = feat.featurize(inputs.rows, cfg.batch_size, pad, desc="training-row gradients")
+        store = inputs.cache.get("feature_store")
+        if store is not None:
+            rows = torch.from_numpy(store.load_all(np.float32))
+            row_losses = torch.as_tensor(inputs.cache.get("store_row_losses", np.full(len(rows), np.nan)), dtype=torch.float32)
+        else:
+            rows, row_losses = feat.featurize(inputs.rows, cfg.batch_size, pad, desc="training-row gradients")
         queries, query_losses = feat.featurize(inputs.query_rows, cfg.batch_size, pad, desc=False)
         inputs.cache[key] = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
-        inputs.cache["grad_modules"] = [n for n, _ in modules]
     return inputs.cache[key]
 
 

@@ -43,6 +43,15 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """np.save to a temporary name, then rename."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """np.savez_compressed to a temporary name, then rename."""
     import io
