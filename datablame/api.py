@@ -295,6 +295,10 @@ def attribute(
     out_dir = inputs.run_dir / "attribution"
     paths = write_result(result, out_dir)
     atomic_save_npz(out_dir / "scores.npz", scores)
+    if len(scores) > 1:
+        from datablame.report.compare import write_comparison
+
+        paths.update(write_comparison(scores, cfg.attribution.top_k, out_dir))
     return result, paths
 
 
