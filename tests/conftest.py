@@ -44,27 +44,6 @@ def toy_encoded():
     return Encoded(ids, labels)
 
 
-def small_config(out, **over):
-    """A small planted-facts run (2-layer tiny Llama, ~60 rows) that trains in seconds."""
-    from datablame.config import parse_config
-
-    raw = {
-        "name": "t",
-        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 3, "plants_per_fact": 3,
-                                                  "decoys_per_fact": 2, "background_per_entity": 4}},
-        "model": {"kind": "tiny", "max_length": 96,
-                  "tiny": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}},
-        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 3, "logging_steps": 50},
-        "attribution": {"method": "grad_cosine", "top_k": 5, "batch_size": 7},
-        "output": {"dir": str(out)},
-    }
-    for k, v in over.items():
-        raw[k] = {**raw.get(k, {}), **v}
-    return parse_config(raw)
-
-
 @pytest.fixture(scope="session")
 def planted_run(tmp_path_factory):
     """A trained small planted run, shared by the method tests: (cfg, make_inputs, truth).
@@ -72,6 +51,8 @@ def planted_run(tmp_path_factory):
     `make_inputs()` returns fresh AttributionInputs (empty cache) for the trained model;
     `truth` maps query ids to the planted row ids. Checkpoints are kept (save_steps=3).
     """
+    from pipeline_config import small_config
+
     from datablame import api
 
     cfg = small_config(tmp_path_factory.mktemp("planted_run"), training={"num_train_epochs": 6})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import small_config
+from pipeline_config import small_config
 
 from datablame import api
 from datablame.errors import DatablameError

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import small_config
+from pipeline_config import small_config
 
 from datablame import api
 from datablame.config import parse_config

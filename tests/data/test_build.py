@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_jsonl
+from data_rows import write_jsonl
 
 from datablame.config import CleaningConfig
 from datablame.data import build_corpus

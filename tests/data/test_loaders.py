@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import ROWS, write_jsonl
+from data_rows import ROWS, write_jsonl
 
 from datablame.data.loaders import detect_format, load_records
 from datablame.errors import DatablameError
