@@ -56,3 +56,54 @@ def test_store_with_another_projection_is_refused(indexed_run):
     other = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(update={"projection": proj})})
     with pytest.raises(DatablameError, match="projection"):
         api.attribute(other)
+
+
+SLOW_INDEX = """
+import sys, time
+from datablame import api
+from datablame.config import load_config
+real = api.featurize_range
+def slow(inputs, start, stop):
+    time.sleep(0.5)  # make the build long enough to kill mid-way
+    return real(inputs, start, stop)
+api.featurize_range = slow
+api.index(load_config(sys.argv[1]), faiss="none", progress=False)
+"""
+
+
+def test_killed_index_resumes_with_finished_shards_untouched(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = small_config(tmp_path / "run", attribution={"store": {"shard_rows": 8}})
+    api.train(cfg)
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    manifest = tmp_path / "run" / "store" / "manifest.json"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_INDEX, str(cfg_path)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 2:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = json.loads(manifest.read_text())
+    assert not done["complete"] and len(done["shards"]) >= 2
+    store = manifest.parent
+    before = {e["file"]: ((store / e["file"]).stat().st_mtime_ns, e["sha256"]) for e in done["shards"]}
+    summary = api.index(cfg, faiss="none", progress=False)
+    assert summary["shards_reused"] == len(before) and summary["shards_computed"] == summary["shards"] - len(before)
+    after = json.loads(manifest.read_text())
+    assert after["complete"]
+    for e in after["shards"]:
+        if e["file"] in before:
+            assert ((store / e["file"]).stat().st_mtime_ns, e["sha256"]) == before[e["file"]]
