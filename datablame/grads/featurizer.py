@@ -9,11 +9,15 @@ gives each row its own gradient and the result does not depend on the batch size
 The feature of a row is the concatenation over modules of sum_t (P_out g_t)(P_in a_t)^T,
 the gradient of that row's mean completion-token NLL (nats) w.r.t. the layer weights
 (projected). Identity projection gives the exact per-example gradient.
+
+An optional `observer(name, a, g, mask)` sees, per module and batch, the projected input
+activations a [B, T, k_in], the projected output gradients g [B, T, k_out] (zero on padding)
+and the real-token mask [B, T]; curvature fitting (K-FAC/EKFAC covariances) uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -22,6 +26,9 @@ from tqdm.auto import tqdm
 
 from datablame.grads.projection import FactoredProjection
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
+
+# observer(module name, projected activations [B,T,k_in], projected masked output grads [B,T,k_out], mask [B,T])
+Observer = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class GradientFeaturizer:
@@ -67,7 +74,9 @@ class GradientFeaturizer:
                 p.requires_grad_(f)
             self.model.train(was_training)
 
-    def featurize_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def featurize_batch(
+        self, batch: dict[str, torch.Tensor], observer: Observer | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (features [B, dim] float32, per-row loss [B]) for one padded batch."""
         acts: dict[str, torch.Tensor] = {}
         outs: dict[str, torch.Tensor] = {}
@@ -112,10 +121,15 @@ class GradientFeaturizer:
             p_out = self._mats[name][1]
             if p_out is not None:
                 g = g @ p_out.T
+            if observer is not None:
+                observer(name, a, g, batch["attention_mask"])
             parts.append(torch.einsum("bto,bti->boi", g, a).flatten(1))
         return torch.cat(parts, dim=1), losses.detach().float()
 
-    def featurize(self, encoded: Encoded, batch_size: int = 8, pad_id: int = 0, desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def featurize(
+        self, encoded: Encoded, batch_size: int = 8, pad_id: int = 0, desc: str | None = None,
+        observer: Observer | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [N, dim] (CPU float32) and per-row losses [N], rows in the given order."""
         n = len(encoded)
         feats = torch.empty((n, self.dim), dtype=torch.float32)
@@ -124,7 +138,7 @@ class GradientFeaturizer:
             for start in tqdm(range(0, n, batch_size), desc=desc or "featurize", disable=desc is False or n <= batch_size, unit="batch"):
                 idx = slice(start, min(start + batch_size, n))
                 batch = pad_batch(encoded.input_ids[idx], encoded.labels[idx], pad_id)
-                f, lo = self.featurize_batch(batch)
+                f, lo = self.featurize_batch(batch, observer)
                 feats[idx] = f.cpu()
                 losses[idx] = lo.cpu()
         return feats, losses

@@ -1,0 +1,184 @@
+"""kronfluence as an attribution backend: the reference for our `ekfac` (seed 000's setup).
+
+Runs kronfluence's `Analyzer` (`fit_all_factors` + `compute_pairwise_scores`) on exactly
+this run's model, training rows and queries, tracking the modules of
+`attribution.modules` (default: MLP gate/up/down_proj of all layers, as in seed 000), with a
+`Task` whose loss is ours: each row's mean next-token NLL over its completion tokens (nats),
+summed over the batch, so per-row gradients are the same as `gradient_features`'. The query
+measurement is the query's own loss. kronfluence wraps modules in place, so it works on a
+deep copy of the model (one extra copy of the weights in memory).
+
+score[q, r] = g_qᵀ (F + λI)⁻¹ g_r in the full (unprojected) parameter space of the tracked
+modules. Sign: higher = up-weighting (training on) the row lowers the query's loss
+(kronfluence's pairwise score, unchanged). Unit: nats of query-loss decrease per unit extra
+weight on the row in the mean training objective.
+
+Options (`attribution.options.kronfluence`):
+- `strategy` ("ekfac" | "kfac" | "diagonal" | "identity", default "ekfac");
+- `damping` (null = kronfluence's heuristic 0.1 x mean eigenvalue per module, or an absolute λ);
+- `query_gradient_rank` (null = exact query gradients; an int = kronfluence's low-rank SVD
+  of each preconditioned query gradient, `query_gradient_low_rank`);
+- `empirical_fisher` (true: the rows' own labels, which is what our `ekfac` uses by default;
+  false: labels sampled from the model, kronfluence's own default);
+- `batch_size` (null = attribution.batch_size); `seed` (0, for sampled labels).
+
+Factors are written under `<work_dir>/kronfluence/` named by a hash of model, data, modules,
+strategy and Fisher kind, and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datablame.errors import DatablameError
+from datablame.grads import select_modules
+from datablame.methods.base import AttributionInputs, Method, register
+from datablame.models.tokenize import IGNORE, Encoded, pad_batch, per_row_loss
+from datablame.utils.io import sha256_strings
+
+STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")
+
+
+class _EncodedDataset(Dataset):
+    def __init__(self, enc: Encoded) -> None:
+        self.enc = enc
+
+    def __len__(self) -> int:
+        return len(self.enc)
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        return self.enc.input_ids[i], self.enc.labels[i]
+
+
+def _collate(pad_id: int):
+    def collate(items):
+        return pad_batch([x for x, _ in items], [y for _, y in items], pad_id)
+
+    return collate
+
+
+def make_task(module_names: list[str], seed: int = 0):
+    """A kronfluence Task computing our loss (mean completion NLL per row, summed over rows)."""
+    from kronfluence.task import Task
+
+    class CompletionNLLTask(Task):
+        def __init__(self) -> None:
+            self.gen = torch.Generator().manual_seed(seed)
+
+        def _logits(self, batch, model):
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+        def compute_train_loss(self, batch, model, sample: bool = False) -> torch.Tensor:
+            logits = self._logits(batch, model)
+            labels = batch["labels"]
+            if sample:  # true Fisher: labels drawn from the model at the completion positions
+                with torch.no_grad():
+                    probs = torch.softmax(logits[:, :-1].detach().float(), dim=-1).cpu()
+                    draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=self.gen)
+                    draws = draws.view(probs.shape[:2]).to(labels.device)
+                    labels = labels.clone()
+                    labels[:, 1:] = torch.where(labels[:, 1:] != IGNORE, draws, labels[:, 1:])
+            return per_row_loss(logits, labels).sum()
+
+        def compute_measurement(self, batch, model) -> torch.Tensor:
+            return per_row_loss(self._logits(batch, model), batch["labels"]).sum()
+
+        def get_influence_tracked_modules(self):
+            return list(module_names)
+
+        def get_attention_mask(self, batch):
+            return batch["attention_mask"]
+
+    return CompletionNLLTask()
+
+
+@register
+class KronfluenceBackend(Method):
+    name = "kronfluence"
+    unit = ("nats of query-loss decrease per unit extra weight on the row in the mean training "
+            "objective (kronfluence pairwise score)")
+    cost = "kronfluence: 2 passes over the rows to fit (covariances, lambda), 1 to score; full-size factors"
+
+    def __init__(
+        self, strategy: str = "ekfac", damping: float | None = None, query_gradient_rank: int | None = None,
+        empirical_fisher: bool = True, batch_size: int | None = None, seed: int = 0,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise DatablameError(f"kronfluence: unknown strategy {strategy!r}", f"choose one of {list(STRATEGIES)}")
+        if damping is not None and damping < 0:
+            raise DatablameError("kronfluence: damping must be >= 0 or null", "fix attribution.options.kronfluence.damping")
+        if query_gradient_rank is not None and query_gradient_rank < 1:
+            raise DatablameError("kronfluence: query_gradient_rank must be >= 1 or null",
+                                 "fix attribution.options.kronfluence.query_gradient_rank")
+        self.strategy, self.damping, self.rank = strategy, damping, query_gradient_rank
+        self.empirical_fisher, self.batch_size, self.seed = empirical_fisher, batch_size, seed
+        self._analyzer = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def _setup(self, inputs: AttributionInputs):
+        try:
+            from kronfluence.analyzer import Analyzer, prepare_model
+            from kronfluence.arguments import FactorArguments
+            from kronfluence.utils.dataset import DataLoaderKwargs
+        except ImportError:
+            raise DatablameError("kronfluence is not installed", "pip install --no-deps kronfluence==1.0.1") from None
+        modules = [n for n, _ in select_modules(inputs.model, inputs.attribution.modules)]
+        task = make_task(modules, self.seed)
+        model = prepare_model(copy.deepcopy(inputs.model).eval(), task)  # wraps modules in place
+        if inputs.work_dir is not None:
+            out = Path(inputs.work_dir) / "kronfluence"
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="datablame-kronfluence-")
+            out = Path(self._tmp.name)
+        device = next(inputs.model.parameters()).device
+        logging.getLogger("kronfluence").setLevel(logging.WARNING)
+        analyzer = Analyzer("datablame", model=model, task=task, cpu=device.type == "cpu", output_dir=str(out))
+        pad = inputs.tokenizer.pad_token_id or 0
+        analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=_collate(pad)))
+        identity = [
+            str(inputs.cache.get("model_info", {}).get("fingerprint")), inputs.corpus.fingerprint(), *modules,
+            self.strategy, str(self.empirical_fisher), str(self.seed), str(inputs.model_cfg.max_length), inputs.model_cfg.loss_on,
+        ]
+        # no fingerprint (a model built in memory): never reuse factors across calls
+        self._factors_name = f"{self.strategy}_{sha256_strings(identity)[:16]}"
+        self._overwrite = inputs.cache.get("model_info", {}).get("fingerprint") is None
+        self._factor_args = FactorArguments(strategy=self.strategy, use_empirical_fisher=self.empirical_fisher)
+        self._analyzer = analyzer
+        return analyzer
+
+    def _bs(self, inputs: AttributionInputs) -> int:
+        return self.batch_size or inputs.attribution.batch_size
+
+    def fit(self, inputs: AttributionInputs) -> None:
+        analyzer = self._setup(inputs)
+        torch.manual_seed(self.seed)
+        analyzer.fit_all_factors(
+            factors_name=self._factors_name, dataset=_EncodedDataset(inputs.rows),
+            per_device_batch_size=self._bs(inputs), factor_args=self._factor_args,
+            overwrite_output_dir=self._overwrite,
+        )
+
+    def score(self, inputs: AttributionInputs) -> np.ndarray:
+        from kronfluence.arguments import ScoreArguments
+
+        if self._analyzer is None:
+            self.fit(inputs)
+        if len(inputs.query_rows) == 0:
+            return np.zeros((0, len(inputs.rows)))
+        args = ScoreArguments(damping_factor=self.damping, query_gradient_low_rank=self.rank)
+        name = f"scores_{self._factors_name}"
+        self._analyzer.compute_pairwise_scores(
+            scores_name=name, factors_name=self._factors_name,
+            query_dataset=_EncodedDataset(inputs.query_rows), train_dataset=_EncodedDataset(inputs.rows),
+            per_device_query_batch_size=self._bs(inputs), per_device_train_batch_size=self._bs(inputs),
+            score_args=args, overwrite_output_dir=True,
+        )
+        scores = self._analyzer.load_pairwise_scores(name)["all_modules"]
+        return scores.double().cpu().numpy()
