@@ -1,0 +1,313 @@
+"""Gradient features of rows and queries at the run's saved checkpoints (TracIn, TRAK, LESS).
+
+`checkpoint_features(inputs, ckpt)` loads a Trainer checkpoint (`checkpoint-<step>`) and
+featurizes the training rows and the queries there with exactly the modules and the
+projection of `gradient_features` (same `attribution.modules`, same seeded
+`FactoredProjection`: the matrices depend only on seed, module name and shape, so features
+of different checkpoints live in one space). Results are cached in `inputs.cache` and, when
+`inputs.work_dir` is set, the row features on disk (`<work_dir>/checkpoint_features/`),
+keyed by everything that must match (weights fingerprint, data, modules, projection, max
+length, loss mask). A checkpoint whose weights equal the attributed model reuses
+`gradient_features(inputs)` instead of recomputing.
+
+Learning rate per checkpoint (`checkpoint_schedule`): η_c is the mean learning rate of the
+steps that led to the checkpoint, (previous checkpoint's step, this step] (TracIn's "step
+size between checkpoints", LESS's per-epoch mean lr). The per-step rates come from, in
+order of preference:
+
+1. "schedule": the schedule rebuilt from the checkpoint's `training_args.bin`
+   (`transformers.get_scheduler` with the run's type, peak lr, warmup and `max_steps` from
+   `trainer_state.json`), accepted only if it reproduces the rate saved in the checkpoint's
+   `scheduler.pt` (the rate of the step after the checkpoint);
+2. "log_history": `learning_rate` entries of `trainer_state.json` (an entry at step s is
+   the rate of step s+1), held constant between entries;
+3. "optimizer": the rate saved in `scheduler.pt` / `optimizer.pt` (the next step's rate);
+4. "uniform": 1.0, with a warning (TracIn then reduces to a plain checkpoint sum).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from datablame.errors import DatablameError
+from datablame.grads import GradientFeaturizer, select_modules
+from datablame.methods.base import AttributionInputs
+from datablame.methods.grad_align import GradFeatures, featurizer_for, gradient_features
+from datablame.utils.io import atomic_save_npz
+
+log = logging.getLogger("datablame")
+
+_STEP = re.compile(r"checkpoint-(\d+)$")
+# row features of checkpoints kept in memory for methods of the same run (TracIn, TRAK and
+# LESS share them); beyond this they are reread from the disk cache (or recomputed)
+_MEM_CACHE_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One saved checkpoint and the learning rate that weights it."""
+
+    path: Path
+    step: int
+    lr: float  # mean learning rate of the steps (previous checkpoint, this one]
+    steps: int  # steps since the previous checkpoint (or since the start)
+    lr_source: str  # schedule | log_history | optimizer | uniform
+
+
+def _step_of(path: Path) -> int:
+    m = _STEP.search(path.name)
+    if m:
+        return int(m.group(1))
+    state = path / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0))
+    raise DatablameError(f"{path} is not a Trainer checkpoint (checkpoint-<step>)", "point at checkpoint-<step> dirs")
+
+
+def _trainer_state(path: Path) -> dict:
+    f = path / "trainer_state.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+
+def _saved_next_lr(path: Path) -> float | None:
+    """The rate of the step after this checkpoint, as saved by the scheduler/optimizer."""
+    f = path / "scheduler.pt"
+    if f.is_file():
+        try:
+            last = torch.load(f, map_location="cpu", weights_only=True).get("_last_lr")
+            if last:
+                return float(last[0])
+        except Exception:  # noqa: BLE001 - an unreadable file only drops this source
+            pass
+    f = path / "optimizer.pt"
+    if f.is_file():
+        try:
+            groups = torch.load(f, map_location="cpu", weights_only=True)["param_groups"]
+            return float(groups[0]["lr"])
+        except Exception:  # noqa: BLE001
+            pass
+    return None
+
+
+def _rebuilt_schedule(path: Path, total: int) -> list[float] | None:
+    """lr of steps 1..total+1 (index s-1) from training_args.bin, or None."""
+    f = path / "training_args.bin"
+    if not f.is_file() or total <= 0:
+        return None
+    try:
+        from transformers import get_scheduler
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # our own run's pickled TrainingArguments (written by Trainer next to the weights)
+            args = torch.load(f, map_location="cpu", weights_only=False)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(args.learning_rate))
+        sched = get_scheduler(
+            args.lr_scheduler_type, optimizer=opt, num_warmup_steps=args.get_warmup_steps(total),
+            num_training_steps=total, scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
+        )
+        lrs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(total + 1):
+                lrs.append(float(sched.get_last_lr()[0]))
+                opt.step()
+                sched.step()
+        return lrs
+    except Exception as err:  # noqa: BLE001 - any failure falls back to the next source
+        log.debug("cannot rebuild the lr schedule from %s: %s", f, err)
+        return None
+
+
+def _log_history_lrs(history: list[dict], total: int) -> list[float] | None:
+    """Per-step rates from logged `learning_rate` (entry at step s = rate of step s+1)."""
+    points = sorted((int(e["step"]), float(e["learning_rate"])) for e in history if "learning_rate" in e and "step" in e)
+    if not points:
+        return None
+    lrs, j = [], 0
+    for s in range(1, total + 2):  # rate of step s is the last entry logged at a step < s
+        while j + 1 < len(points) and points[j + 1][0] < s:
+            j += 1
+        lrs.append(points[j][1])
+    return lrs
+
+
+def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
+    """The run's checkpoints in step order with their learning rates (cached)."""
+    if "checkpoint_schedule" in inputs.cache:
+        return inputs.cache["checkpoint_schedule"]
+    paths = sorted(inputs.checkpoints, key=_step_of)
+    if not paths:
+        inputs.cache["checkpoint_schedule"] = []
+        return []
+    steps = [_step_of(p) for p in paths]
+    last_state = _trainer_state(paths[-1])
+    total = int(last_state.get("max_steps") or steps[-1])
+    per_step, source = _rebuilt_schedule(paths[-1], total), "schedule"
+    if per_step is not None:
+        for p, s in zip(paths, steps, strict=True):
+            saved = _saved_next_lr(p)
+            if saved is not None and s < len(per_step) and not np.isclose(per_step[s], saved, rtol=1e-4, atol=1e-12):
+                log.warning("rebuilt lr schedule disagrees with %s (%.3g vs %.3g); using logged rates", p, per_step[s], saved)
+                per_step = None
+                break
+    if per_step is None:
+        per_step, source = _log_history_lrs(last_state.get("log_history", []), total), "log_history"
+    infos, prev = [], 0
+    for p, s in zip(paths, steps, strict=True):
+        n = max(s - prev, 1)
+        if per_step is not None:
+            lr, src = float(np.mean(per_step[prev : max(s, prev + 1)])), source
+        elif (saved := _saved_next_lr(p)) is not None:
+            lr, src = saved, "optimizer"
+        else:
+            lr, src = 1.0, "uniform"
+        infos.append(CheckpointInfo(p, s, lr, n, src))
+        prev = s
+    if any(i.lr_source == "uniform" for i in infos):
+        log.warning("no learning rate found for some checkpoints (no training_args.bin, log history or "
+                    "scheduler.pt); weighting them by 1.0")
+    inputs.cache["checkpoint_schedule"] = infos
+    return infos
+
+
+def select_checkpoints(inputs: AttributionInputs, which: str | int | list[int] = "all") -> list[CheckpointInfo]:
+    """Checkpoints chosen by a method option: "all", "last", N (the last N) or a list of steps."""
+    infos = checkpoint_schedule(inputs)
+    if not infos:
+        raise DatablameError(
+            "this run has no saved checkpoints (checkpoint-<step> next to the model)",
+            "train with training.save_steps below the number of steps (and save_total_limit null or > 1)",
+        )
+    if which == "all":
+        return list(infos)
+    if which == "last":
+        return infos[-1:]
+    if isinstance(which, int) and not isinstance(which, bool) and which >= 1:
+        return infos[-which:]
+    if isinstance(which, list) and which and all(isinstance(s, int) for s in which):
+        by_step = {i.step: i for i in infos}
+        missing = [s for s in which if s not in by_step]
+        if missing:
+            raise DatablameError(f"no checkpoint at steps {missing}", f"choose steps from {sorted(by_step)}")
+        return [by_step[s] for s in sorted(set(which))]
+    raise DatablameError(
+        f"cannot read checkpoints={which!r}", "use 'all', 'last', a count N (the last N) or a list of steps"
+    )
+
+
+def load_checkpoint_model(inputs: AttributionInputs, path: Path) -> nn.Module:
+    """The model saved in `path`, on the attributed model's device, in eval mode."""
+    from datablame.models import load_model
+
+    loaded = load_model(inputs.model_cfg, path_override=str(path))
+    model = loaded.model.eval()
+    model._datablame_fingerprint = loaded.fingerprint  # noqa: SLF001 - cache key, set once
+    return model
+
+
+def feature_key(inputs: AttributionInputs, fingerprint: str) -> str:
+    """Hash of everything that must match for saved row features to be reused."""
+    feat = featurizer_for(inputs)
+    mcfg = inputs.model_cfg
+    payload = {
+        "weights": fingerprint,
+        "data": inputs.corpus.fingerprint(),
+        "modules": [list(s) for s in feat.shapes],
+        "projection": inputs.attribution.projection.model_dump(mode="json"),
+        "max_length": mcfg.max_length,
+        "loss_on": mcfg.loss_on,
+        "rows": len(inputs.rows),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def featurizer_at(inputs: AttributionInputs, model: nn.Module) -> GradientFeaturizer:
+    """A featurizer over `model` with the run's modules and projection (checked to match)."""
+    base = featurizer_for(inputs)
+    modules = select_modules(model, inputs.attribution.modules)
+    feat = GradientFeaturizer(model, modules, base.projection)
+    if feat.shapes != base.shapes:
+        raise DatablameError(
+            "the checkpoint's selected modules differ from the attributed model's "
+            f"({[s[0] for s in feat.shapes][:3]}... vs {[s[0] for s in base.shapes][:3]}...)",
+            "attribute checkpoints of the same model architecture (and adapter) as the final model",
+        )
+    return feat
+
+
+def _model_fingerprint(model: nn.Module) -> str:
+    fp = getattr(model, "_datablame_fingerprint", None)
+    if fp is None:
+        from datablame.models.loading import model_fingerprint
+
+        fp = model_fingerprint(model)
+    return fp
+
+
+def features_of_model(
+    inputs: AttributionInputs, model: nn.Module, *, label: str, disk: bool = True
+) -> GradFeatures:
+    """Row and query features of any model with this run's modules and projection (cached).
+
+    `label` names the model in progress bars and in the disk cache file name.
+    """
+    fingerprint = _model_fingerprint(model)
+    if fingerprint == inputs.cache.get("model_info", {}).get("fingerprint"):
+        return gradient_features(inputs)  # the attributed model itself: reuse its features
+    key = feature_key(inputs, fingerprint)
+    mem = inputs.cache.setdefault("checkpoint_features", {})
+    if key in mem:
+        return mem[key]
+    feat = featurizer_at(inputs, model)
+    pad = inputs.tokenizer.pad_token_id or 0
+    bs = inputs.attribution.batch_size
+    path = None
+    if disk and inputs.work_dir is not None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+        path = Path(inputs.work_dir) / "checkpoint_features" / f"{safe}.{key}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            rows, row_losses = torch.from_numpy(z["rows"]), torch.from_numpy(z["row_losses"])
+    else:
+        rows, row_losses = feat.featurize(inputs.rows, bs, pad, desc=f"row gradients @ {label}")
+        if path is not None:
+            atomic_save_npz(path, {"rows": rows.numpy(), "row_losses": row_losses.numpy()})
+    queries, query_losses = feat.featurize(inputs.query_rows, bs, pad, desc=False)
+    out = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
+    if _cached_bytes(inputs) + rows.nbytes <= _MEM_CACHE_BYTES:  # else the disk copy serves reruns
+        mem[key] = out
+    return out
+
+
+def checkpoint_features(
+    inputs: AttributionInputs, ckpt: CheckpointInfo | Path, *, disk: bool = True, model: nn.Module | None = None
+) -> GradFeatures:
+    """Projected loss gradients of all rows and queries at checkpoint `ckpt` (cached).
+
+    `model`: the checkpoint's model when the caller has already loaded it (not reloaded).
+    """
+    path = ckpt.path if isinstance(ckpt, CheckpointInfo) else Path(ckpt)
+    by_path = inputs.cache.setdefault("checkpoint_features_by_path", {})
+    if str(path) in by_path:
+        return by_path[str(path)]
+    model = model if model is not None else load_checkpoint_model(inputs, path)
+    out = features_of_model(inputs, model, label=path.name, disk=disk)
+    if _cached_bytes(inputs) + out.rows.nbytes <= _MEM_CACHE_BYTES:
+        by_path[str(path)] = out
+    return out
+
+
+def _cached_bytes(inputs: AttributionInputs) -> int:
+    return sum(g.rows.nbytes for g in inputs.cache.get("checkpoint_features", {}).values())
+

@@ -1,0 +1,194 @@
+"""TRAK (Park et al. 2023): projected features, a (ΦᵀΦ + λI)⁻¹ kernel per model, ensembled.
+
+For each model m of the ensemble (the run's checkpoints by default, or independently
+trained models given in `models`), Φ_m holds the projected gradients of the model output
+f of every training row (the `gradient_features` modules and factored projection, taken at
+that model via `checkpoint_features`; `proj_dim` adds TRAK's dense JL step on top) and
+
+    score[q, r] = mean_m( φ_q^m (Φ_mᵀΦ_m + λ_m I)⁻¹ φ_r^mᵀ ) · mean_m( Q_r^m )
+
+which is TRAK's estimator exactly as `traker` computes it (scores averaged over models,
+then multiplied by the averaged out-to-loss term Q).
+
+Model output for a language model. TRAK's classification output is the margin
+f = log(p / (1 - p)) with out-to-loss term Q = ∂ℓ/∂f = -(1 - p). For a completion we take
+p̄ = exp(-ℓ), the geometric-mean probability of the completion tokens (ℓ = mean
+completion-token NLL, our training loss), and f = log(p̄ / (1 - p̄)) (`output: margin`,
+default). f is a function of ℓ only, so ∇f = -∇ℓ / (1 - p̄) exactly and the features are
+our loss gradients rescaled per row; Q_r = 1 - p̄_r. For a one-token completion this is
+exactly TRAK's classification margin. `output: logprob` uses f = -ℓ (Φ = loss gradients,
+Q = 1): no per-row reweighting.
+
+Kernel: with n rows and D feature dims the solve happens in the smaller of the two spaces
+(D x D, or n x n through φ_q(ΦᵀΦ + λI)⁻¹Φᵀ = φ_qΦᵀ(ΦΦᵀ + λI)⁻¹, the same number). λ_m =
+`damping` x the mean non-zero eigenvalue of Φ_mᵀΦ_m (trace / min(n, D)); eigenvalues below
+1e-10 of the largest are dropped (a pseudo-inverse, so damping 0 is allowed even when
+D > n, where ΦᵀΦ is singular).
+
+Sign: higher = training on the row raised the query's output f (lowered its loss). Unit:
+TRAK's linearised-model estimate of the query's output change, in f's units (log-odds of
+p̄) per unit of the row's weight in the training set; only comparable within one run.
+
+Options (`attribution.options.trak`): checkpoints ("all" | "last" | N | list of steps),
+models (list of model directories: ensemble over independently trained models instead),
+output ("margin" | "logprob"), damping (relative, default 0.01), proj_dim (null = the
+factored features as they are; an int adds a seeded dense Gaussian projection), seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datablame.errors import DatablameError
+from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.checkpoint_features import (
+    checkpoint_features,
+    features_of_model,
+    load_checkpoint_model,
+    select_checkpoints,
+)
+from datablame.methods.grad_align import GradFeatures, gradient_features
+from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
+
+log = logging.getLogger("datablame")
+
+OUTPUTS = ("margin", "logprob")
+_RCOND = 1e-10
+_PROJ_BLOCK = 4096
+
+
+def dense_projection(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """x [N, D] @ R with R [D, k] ~ N(0, 1/k), generated in row blocks of D (bounded memory).
+
+    Block b of R depends only on (seed, b), so rows and queries get the same R.
+    """
+    out = torch.zeros(x.shape[0], k, dtype=torch.float64)
+    for b, start in enumerate(range(0, x.shape[1], _PROJ_BLOCK)):
+        stop = min(start + _PROJ_BLOCK, x.shape[1])
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        r = torch.randn(stop - start, k, generator=gen, dtype=torch.float64) / k**0.5
+        out += x[:, start:stop].double() @ r
+    return out
+
+
+def kernel_scores(phi_rows: torch.Tensor, phi_queries: torch.Tensor, damping: float) -> torch.Tensor:
+    """φ_q (ΦᵀΦ + λI)⁺ φ_rᵀ for all queries and rows [Q, R] (float64), λ = damping·tr/min(n, D)."""
+    rows, queries = phi_rows.double(), phi_queries.double()
+    n, d = rows.shape
+    if n <= d:  # n x n: φ_q Φᵀ (ΦΦᵀ + λI)⁺
+        gram = rows @ rows.T
+        cross = queries @ rows.T
+    else:  # D x D: (φ_q) (ΦᵀΦ + λI)⁺ Φᵀ
+        gram = rows.T @ rows
+        cross = None
+    lam = damping * float(torch.trace(gram)) / min(n, d)
+    evals, evecs = torch.linalg.eigh(gram)
+    keep = evals > _RCOND * max(float(evals.max()), 0.0)
+    if not bool(keep.any()):
+        return torch.zeros(len(queries), n, dtype=torch.float64)
+    v, inv = evecs[:, keep], 1.0 / (evals[keep] + lam)
+    if cross is not None:
+        return ((cross @ v) * inv) @ v.T
+    return (((queries @ v) * inv) @ v.T) @ rows.T
+
+
+def forward_losses(model: torch.nn.Module, encoded: Encoded, batch_size: int, pad_id: int) -> torch.Tensor:
+    """Per-row mean completion NLL [N] (forward passes only)."""
+    device = next(model.parameters()).device
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(encoded), batch_size):
+                b = pad_batch(encoded.input_ids[s : s + batch_size], encoded.labels[s : s + batch_size], pad_id)
+                b = {k: v.to(device) for k, v in b.items()}
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                out.append(per_row_loss(logits, b["labels"]).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@register
+class Trak(Method):
+    name = "trak"
+    unit = "TRAK estimate of the query's output change (log-odds of the completion), ensemble mean"
+    cost = "one forward+backward per row per ensemble model, plus an eigendecomposition of min(n, D)^2"
+
+    def __init__(
+        self,
+        checkpoints: str | int | list[int] = "all",
+        models: list[str] | None = None,
+        output: str = "margin",
+        damping: float = 0.01,
+        proj_dim: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if output not in OUTPUTS:
+            raise DatablameError(f"unknown trak output {output!r}", f"choose one of {list(OUTPUTS)}")
+        if damping < 0:
+            raise DatablameError(f"trak damping must be >= 0, got {damping}", "set attribution.options.trak.damping >= 0")
+        if proj_dim is not None and proj_dim < 1:
+            raise DatablameError(f"trak proj_dim must be >= 1, got {proj_dim}", "set proj_dim to null or a positive int")
+        self.checkpoints, self.models = checkpoints, list(models) if models else None
+        self.output, self.damping, self.proj_dim, self.seed = output, float(damping), proj_dim, int(seed)
+
+    def _members(self, inputs: AttributionInputs) -> list[tuple[str, object]]:
+        """(label, what to featurize) per ensemble member."""
+        if self.models:
+            missing = [m for m in self.models if not Path(m).is_dir()]
+            if missing:
+                raise DatablameError(f"trak models {missing} do not exist", "fix attribution.options.trak.models")
+            return [(Path(m).name or m, Path(m)) for m in self.models]
+        if not inputs.checkpoints and self.checkpoints in ("all", "last"):
+            log.info("trak: the run kept no checkpoints; using the attributed model alone")
+            return [("final", None)]
+        return [(i.path.name, i) for i in select_checkpoints(inputs, self.checkpoints)]
+
+    def _features(self, inputs: AttributionInputs, member: object, label: str) -> GradFeatures:
+        if member is None:
+            return gradient_features(inputs)
+        if isinstance(member, Path):
+            key = f"trak_model:{member}"
+            if key not in inputs.cache:
+                model = load_checkpoint_model(inputs, member)
+                inputs.cache[key] = features_of_model(inputs, model, label=f"model-{label}")
+                del model
+            return inputs.cache[key]
+        return checkpoint_features(inputs, member)
+
+    def fit(self, inputs: AttributionInputs) -> None:
+        for label, member in self._members(inputs):
+            self._features(inputs, member, label)
+
+    def _phi(self, g: GradFeatures, inputs: AttributionInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Φ rows, φ queries, Q rows) of one model."""
+        rows, queries = g.rows.double(), g.queries.double()
+        if self.proj_dim is not None and self.proj_dim < rows.shape[1]:
+            rows = dense_projection(rows, self.proj_dim, self.seed)
+            queries = dense_projection(queries, self.proj_dim, self.seed)
+        if self.output == "logprob":  # f = -ℓ: ∇f = -g, Q = 1
+            return -rows, -queries, torch.ones(len(rows), dtype=torch.float64)
+        row_losses = g.row_losses
+        if torch.isnan(row_losses).any():  # rows read from a feature store without losses
+            row_losses = forward_losses(inputs.model, inputs.rows, inputs.attribution.batch_size,
+                                        inputs.tokenizer.pad_token_id or 0)
+        q_rows = (-torch.expm1(-row_losses.double())).clamp_min(1e-6)  # 1 - p̄
+        q_queries = (-torch.expm1(-g.query_losses.double())).clamp_min(1e-6)
+        return -rows / q_rows[:, None], -queries / q_queries[:, None], q_rows
+
+    def score(self, inputs: AttributionInputs) -> np.ndarray:
+        members = self._members(inputs)
+        total = torch.zeros(len(inputs.query_rows), len(inputs.rows), dtype=torch.float64)
+        q_sum = torch.zeros(len(inputs.rows), dtype=torch.float64)
+        for label, member in members:
+            phi_rows, phi_queries, q_rows = self._phi(self._features(inputs, member, label), inputs)
+            total += kernel_scores(phi_rows, phi_queries, self.damping)
+            q_sum += q_rows
+        m = len(members)
+        return ((total / m) * (q_sum / m)[None, :]).numpy()
