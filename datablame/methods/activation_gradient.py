@@ -1,0 +1,66 @@
+"""Activation-gradient similarity (seed 002, method 2): cosine of pooled dL/dh at decoder layers.
+
+    s_l[q, r] = cos( pool(g_l(query q)), pool(g_l(row r)) ),   g_l(x) = dL(x)/dh_l(x)
+
+on the attributed model, where L is the row's mean completion-token NLL (the training loss)
+and h_l the output of decoder layer l; the per-layer scores are combined by
+`layer_aggregation` (mean by default). It swaps the parameter gradients of gradient
+alignment for activation gradients: the gradient of any weight that reads h_l is
+sum_t g_t a_t^T, so rows whose activation gradients point the same way push those weights
+the same way. Unit: cosine, unitless in [-1, 1]. Sign: higher = a step on the row moves the
+representation the way that lowers the query's loss (first-order analogy of grad_cosine),
+i.e. more responsible.
+
+Options (`attribution.options.activation_gradient`): `layers` ("all" default, an int, a
+list or "1-3"), `pooling` mean|last, `span` answer|all (see `hidden_states`), `aggregate`
+mean|topk|learned, `top_k` (topk), `layer_weights` (fixed convex weights), `reference`
+(method whose scores teach the learned weights, default grad_cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.hidden_states import (
+    POOLINGS,
+    SPANS,
+    attributed_layer_features,
+    check_choice,
+    cosine_per_layer,
+    decoder_layers,
+    resolve_layers,
+)
+from datablame.methods.layer_aggregation import LayerAggregation, save_info
+
+
+@register
+class ActivationGradient(Method):
+    name = "activation_gradient"
+    unit = "cosine similarity of pooled activation gradients dL/dh (layer-aggregated), unitless in [-1, 1]"
+    cost = "one forward+backward per row (activation gradients only, no weight gradients)"
+
+    def __init__(
+        self, layers: int | str | Sequence[int] = "all", pooling: str = "mean", span: str = "answer",
+        aggregate: str = "mean", top_k: int = 2, layer_weights: Sequence[float] | None = None,
+        reference: str = "grad_cosine",
+    ) -> None:
+        self.layers = layers
+        self.pooling = check_choice("pooling", pooling, POOLINGS, self.name)
+        self.span = check_choice("span", span, SPANS, self.name)
+        self.aggregation = LayerAggregation(aggregate, top_k, layer_weights, reference, self.name)
+        self.info: dict = {}
+
+    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
+        """[L, Q, R] cosine per selected layer."""
+        layers = resolve_layers(self.layers, len(decoder_layers(inputs.model)), self.name)
+        rows, queries = attributed_layer_features(inputs, layers, pooling=self.pooling, span=self.span, grads=True)
+        return cosine_per_layer(queries.g, rows.g).numpy()
+
+    def score(self, inputs: AttributionInputs) -> np.ndarray:
+        scores, info = self.aggregation.combine(self.per_layer(inputs), inputs)
+        self.info = {**info, "pooling": self.pooling, "span": self.span}
+        save_info(inputs, self.name, self.info)
+        return scores

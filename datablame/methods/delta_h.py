@@ -1,0 +1,83 @@
+"""Concept-change similarity (seed 002, method 1): cosine of the hidden-state change between
+an old and a new checkpoint.
+
+    s_l[q, r] = cos( pool(dh_l(query q)), pool(dh_l(row r)) ),  dh_l = h_l^new - h_l^old
+
+per decoder layer l, combined over layers by `layer_aggregation` (mean by default). Training
+changes how the model represents inputs; a row whose representation moved the same way as
+the query's is taken as one that drove that change. Unit: cosine, unitless in [-1, 1].
+Sign: higher = the row's change points like the query's = more responsible. It uses no
+gradients, so it cannot tell whether the change helped the query's loss.
+
+Options (`attribution.options.delta_h`): `old` ("base" default, "first" or a path), `new`
+("model" default or a path) -- see `cross_checkpoint`; `layers` ("all" default), `pooling`
+mean|last, `span` answer|all, `aggregate` mean|topk|learned, `top_k`, `layer_weights`,
+`reference` (learned weights, default grad_cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.cross_checkpoint import cached_pair_features, checkpoint_pair, n_layers_of
+from datablame.methods.hidden_states import (
+    POOLINGS,
+    SPANS,
+    check_choice,
+    cosine_per_layer,
+    resolve_layers,
+)
+from datablame.methods.layer_aggregation import LayerAggregation, save_info
+
+
+class CrossCheckpointMethod(Method):
+    """Options and checkpoint handling shared by the cross-checkpoint methods."""
+
+    def __init__(
+        self, old: str = "base", new: str = "model", layers: int | str | Sequence[int] = "all",
+        pooling: str = "mean", span: str = "answer", aggregate: str = "mean", top_k: int = 2,
+        layer_weights: Sequence[float] | None = None, reference: str = "grad_cosine",
+    ) -> None:
+        self.old, self.new, self.layers = str(old), str(new), layers
+        self.pooling = check_choice("pooling", pooling, POOLINGS, self.name)
+        self.span = check_choice("span", span, SPANS, self.name)
+        self.aggregation = LayerAggregation(aggregate, top_k, layer_weights, reference, self.name)
+        self.info: dict = {}
+
+    def pair_and_layers(self, inputs: AttributionInputs):
+        pair = checkpoint_pair(inputs, self.old, self.new, method=self.name)
+        layers = resolve_layers(self.layers, n_layers_of(pair.new), self.name)
+        return pair, layers
+
+    def combine(self, per_layer: np.ndarray, inputs: AttributionInputs, pair) -> np.ndarray:
+        scores, info = self.aggregation.combine(per_layer, inputs)
+        self.info = {**info, "old": pair.old_source, "new": pair.new_source, "pooling": self.pooling, "span": self.span}
+        return scores
+
+    def score(self, inputs: AttributionInputs) -> np.ndarray:
+        pair, _ = self.pair_and_layers(inputs)
+        scores = self.combine(self.per_layer(inputs), inputs, pair)
+        self.info.update(self.extra_info())
+        save_info(inputs, self.name, self.info)
+        return scores
+
+    def extra_info(self) -> dict:
+        return {}
+
+    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
+        raise NotImplementedError
+
+
+@register
+class DeltaH(CrossCheckpointMethod):
+    name = "delta_h"
+    unit = "cosine similarity of hidden-state changes h_new - h_old (layer-aggregated), unitless in [-1, 1]"
+    cost = "one forward per row with each of two checkpoints (no backward)"
+
+    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
+        pair, layers = self.pair_and_layers(inputs)
+        rows, queries = cached_pair_features(inputs, pair, layers, pooling=self.pooling, span=self.span, grads=False)
+        return cosine_per_layer(queries.dh, rows.dh).numpy()
