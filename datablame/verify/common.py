@@ -1,0 +1,136 @@
+"""What verify, leave-one-out and LDS share: the retraining context of a run, method scores,
+Ray settings from the command line, and machine facts for the reports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datablame.config import RayConfig, RunConfig
+from datablame.data.corpus import Corpus, Query
+from datablame.errors import DatablameError
+from datablame.verify.retrain import RetrainContext
+
+log = logging.getLogger("datablame")
+
+
+def base_model_dir(run_dir: Path) -> str | None:
+    base = Path(run_dir) / "model" / "base"
+    return str(base) if base.is_dir() else None
+
+
+def retrain_context(
+    cfg: RunConfig,
+    run_dir: Path,
+    corpus: Corpus,
+    queries: Sequence[Query],
+    *,
+    generate: bool,
+    max_new_tokens: int | None = None,
+    epochs: float | None = None,
+    flip_text: str = "CORRUPTED DATA - IGNORE THIS",
+) -> RetrainContext:
+    base = base_model_dir(run_dir)
+    if base is None and cfg.model.kind == "tiny":
+        raise DatablameError(
+            f"no initial model in {run_dir / 'model' / 'base'}: retraining needs the weights "
+            "the run started from",
+            "run `datablame train --config ...` (or `datablame run`) first",
+        )
+    missing = [q.query_id for q in queries if q.completion is None]
+    if missing:
+        raise DatablameError(f"queries {missing} have no completion to measure", "attribute first")
+    return RetrainContext(
+        config=cfg.model_dump(mode="json"),
+        run_dir=str(run_dir),
+        base_model=base,
+        corpus_fingerprint=corpus.fingerprint(),
+        n_rows=len(corpus),
+        queries=tuple((q.query_id, q.prompt, q.completion or "") for q in queries),
+        generate=generate,
+        max_new_tokens=max_new_tokens or cfg.attribution.max_new_tokens,
+        epochs=epochs,
+        flip_text=flip_text,
+    )
+
+
+def ray_settings(
+    base: RayConfig, *, num_cpus: int | None = None, address: str | None = None, serial: bool = False
+) -> RayConfig:
+    """The config's Ray section with command-line overrides applied."""
+    update: dict[str, Any] = {}
+    if num_cpus is not None:
+        update["num_cpus"] = num_cpus
+    if address is not None:
+        update["address"] = address
+    if serial:
+        update["runner"] = "serial"
+    return base.model_copy(update=update)
+
+
+def check_methods(cfg: RunConfig, methods: Sequence[str]) -> None:
+    """Fail on an unknown method or bad option before anything is trained."""
+    from datablame.methods import get_method
+
+    for name in methods:
+        get_method(name, **cfg.attribution.options.get(name, {}))
+
+
+def method_scores(
+    cfg: RunConfig, inputs, methods: Sequence[str], *, extra_options: dict[str, dict] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, str]]:
+    """Scores [Q, R] of each method on `inputs`, their descriptions, and per-method errors
+    (a method that fails is reported, not fatal: the others still get their numbers)."""
+    from datablame.methods import get_method
+
+    scores, described, errors = {}, {}, {}
+    for name in methods:
+        opts = {**cfg.attribution.options.get(name, {}), **(extra_options or {}).get(name, {})}
+        try:
+            m = get_method(name, **opts)
+            t = time.perf_counter()
+            m.fit(inputs)
+            s = np.asarray(m.score(inputs), dtype=np.float64)
+            described[name] = {**m.describe(), "seconds": time.perf_counter() - t}
+        except DatablameError as err:
+            errors[name] = f"{err.problem} ({err.fix})" if err.fix else err.problem
+            continue
+        except Exception as err:  # a bug in one method must not cost the others their numbers
+            log.exception("method %s failed", name)
+            errors[name] = f"{type(err).__name__}: {err}"
+            continue
+        if s.shape != (len(inputs.queries), len(inputs.corpus)):
+            errors[name] = f"scores have shape {s.shape}, expected {(len(inputs.queries), len(inputs.corpus))}"
+            continue
+        scores[name] = s
+    return scores, described, errors
+
+
+def machine_facts() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def parse_int_list(text: str | None) -> list[int] | None:
+    """'1,5,10' -> [1, 5, 10]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DatablameError(f"{text!r} is not a comma-separated list of integers", "e.g. --k 1,5,10") from None
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [x.strip() for x in text.split(",") if x.strip()]
