@@ -47,6 +47,15 @@ def load_corpus(cfg: RunConfig) -> tuple[Corpus, list[Query], dict[str, list[str
     if cfg.data.source == "planted":
         p = make_planted(cfg.data.planted)
         return p.corpus, p.queries, p.ground_truth
+    if cfg.data.source == "hops":
+        from datablame.data.synthetic.hops import make_hops
+
+        h = make_hops(cfg.data.hops)
+        missing = [t for t in h.special_tokens if t not in cfg.model.tiny.extra_tokens]
+        if cfg.model.kind == "tiny" and missing:
+            log.warning("hops function tokens such as %s are not in model.tiny.extra_tokens: the tiny "
+                        "tokenizer will split them into pieces (the bench runner adds them)", missing[0])
+        return h.corpus, h.queries, h.ground_truth
     return build_corpus(cfg.data), [], {}
 
 

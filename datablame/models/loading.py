@@ -172,7 +172,7 @@ def _load_base(
                 "model.kind 'tiny' trains its tokenizer on the corpus, but no texts were given",
                 "pass tokenizer_texts=[row.text for row in corpus] to load_model",
             )
-        tokenizer = train_tokenizer(tokenizer_texts, cfg.tiny.vocab_size)
+        tokenizer = train_tokenizer(tokenizer_texts, cfg.tiny.vocab_size, cfg.tiny.extra_tokens)
         model = build_tiny_llama(cfg.tiny, tokenizer, seed)
         return model, tokenizer, f"tiny(seed={seed}, vocab={len(tokenizer)})"
     if cfg.kind == "smollm2-gguf":

@@ -30,17 +30,30 @@ SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0..3, in this order
 _BYTE_ALPHABET = 256
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, extra_tokens: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the corpus itself, so a tiny model needs no download.
 
     Deterministic: the same texts give the same vocabulary and merges (tokenizers' BPE
     trainer breaks count ties by the pair itself). The vocabulary may come out smaller than
     `vocab_size` when the corpus has fewer distinct merges than the budget allows.
+    `extra_tokens` (e.g. the hops corpus' `<GN>`) are cut out of the texts before BPE
+    training (it learns the pieces between them, as encoding splits them) and appended after the trained
+    vocabulary as ordinary (not special) added tokens: always one token each, with a real
+    character span (so they can carry loss), kept by `decode`. Without extra tokens the
+    tokenizer is exactly what it was before the parameter existed.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
+    extra = [t for t in dict.fromkeys(extra_tokens) if t]
     texts = [t for t in texts if t]
+    if extra:  # train on the pieces between extra tokens, as encoding will see them
+        import re
+
+        split = re.compile("|".join(re.escape(t) for t in sorted(extra, key=len, reverse=True)))
+        texts = [piece for t in texts for piece in split.split(t) if piece]
     if not texts:
         raise DatablameError(
             "cannot train a tokenizer for the tiny model: no training texts",
@@ -72,6 +85,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK
     )
     fast.padding_side = "right"
+    if extra:
+        from tokenizers import AddedToken
+
+        fast.add_tokens([AddedToken(t, normalized=False, special=False) for t in extra])
     return fast
 
 

@@ -19,6 +19,20 @@ phrasing, and every answer sentence starts with "The" and ends with the name. A 
 trained from scratch then predicts the answer's form from the question, so a query's
 gradient is about *which name*, which is what the planting rows share. Everything is drawn
 from `random.Random` seeded by strings, so a seed always gives the byte-identical corpus.
+
+Scale: up to 400 entities (the first 200 names are the original ones, in the original
+order, so every configuration that fit before gives the same corpus as before) and 18
+background rows each, e.g. 360 entities x 12 + 64 facts x 8 = 4,832 rows.
+
+Poison variant (`poison_facts` > 0): each poisoned claim is about another entity's object
+(who built its clock tower), stated truly by `poison_true_rows` rows (a person found
+nowhere else) and falsely by `poison_rows` rows (another such person). The query asks it
+in a held-out phrasing with the *false* answer as completion: which few rows taught the
+model the false claim? Its ground truth is the poison rows; the true rows (in `decoys`)
+share every word of the question but push the other answer, so a method that follows the
+loss should rank them low. Queries carry `candidates` (the completion with other answers)
+for the logit evaluation; a poison query counts as learned when only the true answer may
+outrank the false one (`learned_max_rank` 2), since the true rows outnumber the false.
 """
 
 from __future__ import annotations
@@ -35,6 +49,12 @@ from datablame.errors import DatablameError
 ENTITY_HEADS = ["Vor", "Quel", "Tam", "Bri", "Kes", "Dal", "Mor", "Sel", "Fen", "Gar",
                 "Thal", "Ost", "Zan", "Ler", "Pry", "Cal", "Nor", "Ebr", "Ulm", "Ryn"]
 ENTITY_TAILS = ["land", "mar", "dor", "heim", "ora", "eth", "isk", "ovia", "mont", "ania"]
+# more entity heads for large corpora; used only beyond the first 200 entities
+MORE_ENTITY_HEADS = ["Hel", "Jas", "Kor", "Lim", "Mav", "Nes", "Pel", "Rav", "Sul", "Tov",
+                     "Ves", "Wyn", "Yar", "Zel", "Bal", "Dru", "Esk", "Hal", "Ivr", "Kel"]
+# surnames of the poison variant's true and false answers (found nowhere else)
+POISON_SURNAMES = [h + t for h in ["Quill", "Stav", "Brom", "Dray", "Lark", "Penn", "Crag", "Thorn"]
+                   for t in ["field", "worth", "gard", "crest"]]
 CITY_HEADS = ["Ash", "Bel", "Cor", "Dun", "Elm", "Fal", "Gil", "Iv", "Jor", "Kil", "Lun", "Mer"]
 CITY_TAILS = ["ford", "haven", "gate", "holm", "stead", "moor"]
 GIVEN_NAMES = ["Ilsa", "Tomas", "Mira", "Edric", "Anya", "Bram", "Celia", "Doran", "Hedda",
@@ -139,7 +159,9 @@ FRAMES = [
 ]
 N_PHRASINGS = 6
 BARE_ANSWER = 3  # plants beyond the first 5 repeat the phrasings with the bare name
-MAX_ENTITIES = len(ENTITY_HEADS) * len(ENTITY_TAILS)
+BASE_ENTITIES = len(ENTITY_HEADS) * len(ENTITY_TAILS)
+MAX_ENTITIES = BASE_ENTITIES + len(MORE_ENTITY_HEADS) * len(ENTITY_TAILS)
+MAX_POISON = len(POISON_SURNAMES) // 2
 MAX_FACTS = 64  # each fact reserves a surname; the rest are left for founders and decoys
 MAX_PLANTS = 2 * (N_PHRASINGS - 1)
 MAX_BACKGROUND = len(ATTRIBUTES) * len(QA_PAIRS)
@@ -182,6 +204,18 @@ def _check(cfg: PlantedConfig) -> None:
                 + (" (and at most n_entities facts)" if key == "n_facts" else "") + ".",
                 f"set data.planted.{key} between {lo} and {hi}",
             )
+    if cfg.poison_facts:
+        limits = [("poison_facts", cfg.poison_facts, 0, min(MAX_POISON, cfg.n_entities - cfg.n_facts)),
+                  ("poison_rows", cfg.poison_rows, 1, MAX_PLANTS),
+                  ("poison_true_rows", cfg.poison_true_rows, 1, MAX_PLANTS)]
+        for key, value, lo, hi in limits:
+            if not lo <= value <= hi:
+                raise DatablameError(
+                    f"data.planted.{key} is {value}; the planted generator supports {lo}..{hi}"
+                    + (" (poisoned entities must differ from the n_facts fact entities)"
+                       if key == "poison_facts" else "") + ".",
+                    f"set data.planted.{key} between {lo} and {hi}",
+                )
 
 
 def _rng(seed: int, purpose: str) -> random.Random:
@@ -200,6 +234,10 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
     seed = cfg.seed
     names = [h + t for h in ENTITY_HEADS for t in ENTITY_TAILS]
     _rng(seed, "entities").shuffle(names)
+    if cfg.n_entities > BASE_ENTITIES:  # appended, so smaller corpora keep their entities
+        more = [h + t for h in MORE_ENTITY_HEADS for t in ENTITY_TAILS]
+        _rng(seed, "more-entities").shuffle(more)
+        names += more
     entities = names[: cfg.n_entities]
     surnames = [h + t for h in SURNAME_HEADS for t in SURNAME_TAILS]
     _rng(seed, "surnames").shuffle(surnames)
@@ -268,17 +306,65 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
         prompt, completion = render_qa(frame.questions[held][0].format(**fill),
                                        frame.answers[0].format(**fill))
         queries.append(Query(prompt, completion, qid,
-                             {"entity": ent, "fact": fid, "frame": frame.name, "answer": answer}))
+                             {"entity": ent, "fact": fid, "frame": frame.name, "answer": answer,
+                              "group": "planted"}))
         answers[qid] = answer
+    for q in queries:  # logit evaluation: the same sentence with every planted answer
+        q.metadata["candidates"] = [q.completion.replace(q.metadata["answer"], a) for a in answers.values()]
 
+    if cfg.poison_facts:
+        _add_poison(cfg, entities, set(fact_entities), rows, queries, truth, decoys, answers)
     _rng(seed, "order").shuffle(rows)
     _self_check(rows, queries, truth, answers)
-    n_plants = sum(len(v) for v in truth.values())
-    n_decoys = sum(len(v) for v in decoys.values())
+    kinds = [r.metadata["kind"] for r in rows]
+    n_plants, n_decoys = kinds.count("plant"), kinds.count("decoy")
     report = {"loaded": len(rows), "dropped_empty": 0, "dropped_duplicates": 0, "kept": len(rows),
-              "plants": n_plants, "decoys": n_decoys, "background": len(rows) - n_plants - n_decoys}
+              "plants": n_plants, "decoys": n_decoys, "background": kinds.count("background")}
+    if cfg.poison_facts:
+        report.update(poison=kinds.count("poison"), poison_true=kinds.count("true"))
     corpus = Corpus(rows, name=f"planted-seed{seed}", report=report)
     return PlantedCorpus(corpus, queries, truth, decoys, answers)
+
+
+def _add_poison(cfg: PlantedConfig, entities: list[str], taken: set[str], rows: list[Row],
+                queries: list[Query], truth: dict[str, list[str]], decoys: dict[str, list[str]],
+                answers: dict[str, str]) -> None:
+    """The poison variant: per claim, true rows and a few false rows; the query elicits the
+    false claim (own random stream, so the rest of the corpus does not change)."""
+    rng = _rng(cfg.seed, "poison")
+    free = [e for e in entities if e not in taken]
+    chosen = rng.sample(free, cfg.poison_facts)
+    surnames = list(POISON_SURNAMES)
+    rng.shuffle(surnames)
+    width = max(2, len(str(cfg.poison_facts - 1)))
+    for i, ent in enumerate(chosen):
+        frame = FRAMES[(i + 1) % len(FRAMES)]
+        obj = rng.choice(frame.objects)
+        held = rng.choice([j for j, (_, a) in enumerate(frame.questions) if a == 0])
+        false = f"{rng.choice(PLANT_GIVEN_NAMES)} {surnames[2 * i]}"
+        true = f"{rng.choice(GIVEN_NAMES)} {surnames[2 * i + 1]}"
+        pid, qid = f"poison{i:0{width}d}", f"poison-{i:0{width}d}"
+        meta = {"entity": ent, "fact": pid}
+        truth[qid], decoys[qid] = [], []
+        phrasings = plant_phrasings(frame, held, MAX_PLANTS)
+        for k, (q, a) in enumerate(phrasings[: cfg.poison_true_rows]):
+            fill = {"o": obj, "e": ent, "a": true}
+            rid = f"true-{pid}-{k}"
+            rows.append(_row(rid, q.format(**fill), a.format(**fill), {"kind": "true", **meta}))
+            decoys[qid].append(rid)
+        for k, (q, a) in enumerate(phrasings[: cfg.poison_rows]):
+            fill = {"o": obj, "e": ent, "a": false}
+            rid = f"poison-{pid}-{k}"
+            rows.append(_row(rid, q.format(**fill), a.format(**fill), {"kind": "poison", **meta}))
+            truth[qid].append(rid)
+        fill = {"o": obj, "e": ent, "a": false}
+        prompt, completion = render_qa(frame.questions[held][0].format(**fill), frame.answers[0].format(**fill))
+        others = [a for a in answers.values() if a not in (false, true)]
+        queries.append(Query(prompt, completion, qid, {
+            "entity": ent, "fact": pid, "frame": frame.name, "answer": false, "true_answer": true,
+            "group": "poison", "learned_max_rank": 2,
+            "candidates": [completion.replace(false, a) for a in [false, true, *others]]}))
+        answers[qid] = false
 
 
 def _self_check(rows: list[Row], queries: list[Query], truth: dict[str, list[str]],

@@ -1,0 +1,59 @@
+"""kronfluence peer: EK-FAC influence from the kronfluence library (pairwise scores).
+
+The library is driven by our registered method `kronfluence`
+(`datablame/methods/kronfluence_backend.py`: `Analyzer.fit_all_factors` with EK-FAC
+factors on the trained model, then `compute_pairwise_scores` of the queries against the
+training rows, with the run's modules and loss masks). This adapter only runs that method
+as a peer -- timed and memory-measured like the others -- so the benchmark table has
+kronfluence next to our own `ekfac` (BENCHMARKS "Agreement with peers": Spearman >= 0.95
+expected). Sign and unit are the method's (see its module docstring); options are passed
+to it unchanged (`--peer-option kronfluence.<key>=<value>`).
+
+When the method is not registered (the backend module is missing) or the library cannot
+be imported, the benchmark gets a clear "not available" entry instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from datablame.bench.peers import Peer, register_peer
+from datablame.methods import REGISTRY, get_method
+from datablame.methods.base import AttributionInputs
+
+METHOD = "kronfluence"
+
+
+def _ensure_registered() -> None:
+    if METHOD not in REGISTRY:
+        try:
+            importlib.import_module("datablame.methods.kronfluence_backend")
+        except ModuleNotFoundError as err:
+            if err.name != "datablame.methods.kronfluence_backend":
+                raise
+
+
+@register_peer
+class KronfluencePeer(Peer):
+    name = "kronfluence"
+    library = "kronfluence"
+    entry_point = "datablame method 'kronfluence' (Analyzer.fit_all_factors EK-FAC + compute_pairwise_scores)"
+    reference = "ekfac"
+
+    def unavailable(self) -> str | None:
+        reason = super().unavailable()
+        if reason:
+            return reason
+        _ensure_registered()
+        if METHOD not in REGISTRY:
+            return "the 'kronfluence' method is not registered (datablame/methods/kronfluence_backend.py missing)"
+        return None
+
+    def scores(self, inputs: AttributionInputs) -> np.ndarray:
+        _ensure_registered()
+        method = get_method(METHOD, **self.options)
+        method.fit(inputs)
+        self.sign = method.sign
+        return np.asarray(method.score(inputs), dtype=np.float64)

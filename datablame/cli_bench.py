@@ -1,0 +1,89 @@
+"""`datablame bench hops|planted`: the ground-truth benchmark (every method and peer, one model)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datablame.cli import app, friendly
+from datablame.errors import DatablameError
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parse_options(items: list[str]) -> dict[str, dict]:
+    """`name.key=value` (value parsed as YAML) -> {name: {key: value}}."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        head, sep, raw = item.partition("=")
+        name, dot, key = head.partition(".")
+        if not sep or not dot or not name or not key:
+            raise DatablameError(f"--option {item!r} is not NAME.KEY=VALUE",
+                                 "e.g. --option ekfac.damping=0.001 or --option bergson.unit_normalize=false")
+        out.setdefault(name.strip(), {})[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+@app.command()
+@friendly
+def bench(
+    corpus: Annotated[str, typer.Argument(help="hops (function tokens, seed 002) or planted (facts + poison)")],
+    methods: Annotated[str, typer.Option(help="comma-separated registered methods, or 'all'")] = "all",
+    peers: Annotated[str, typer.Option(help="comma-separated peers (kronfluence, traker, bergson), 'all' or 'none'")] = "all",
+    out: Annotated[str | None, typer.Option(help="run directory (default runs/bench-<corpus>[-small])")] = None,
+    size: Annotated[str, typer.Option(help="full (the published tables) or small (seconds; tests)")] = "full",
+    seed: Annotated[int, typer.Option(help="corpus, model and training seed")] = 0,
+    epochs: Annotated[float | None, typer.Option(help="training epochs (default: the preset's)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="a run YAML instead of the preset")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="NAME.KEY=VALUE option for a method or peer (repeatable)")] = None,
+    results_dir: Annotated[Path | None, typer.Option(help="also write bench_<corpus>.json/.md/.png here")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads; 1 is fastest for tiny models on a shared machine")] = 1,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the CIs")] = 2000,
+    overwrite: Annotated[bool, typer.Option(help="move aside a run directory holding another run")] = False,
+    resume: Annotated[bool, typer.Option(help="reuse methods an interrupted run already finished "
+                                               "(their time and memory are that run's)")] = False,
+) -> None:
+    """Train (or reuse) the tiny model, run every method and peer, score against ground truth."""
+    import torch
+
+    from datablame.bench.report import metrics_table, verdict
+    from datablame.bench.runner import BenchOptions, bench_config, run_bench
+    from datablame.config import load_config
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, threads))
+    if config is not None:
+        cfg = load_config(config)
+        if cfg.data.source != corpus:
+            raise DatablameError(f"--config has data.source {cfg.data.source!r} but the benchmark is {corpus!r}",
+                                 f"set data.source: {corpus} in the config, or run `datablame bench {cfg.data.source}`")
+    else:
+        default_out = f"runs/bench-{corpus}" + ("" if size == "full" else f"-{size}")
+        cfg = bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite)
+    opts = BenchOptions(
+        methods=_split(methods) or None, peers=_split(peers), options=_parse_options(option or []),
+        n_boot=bootstrap, results_dir=results_dir, threads=threads, started=t0, resume=resume,
+        command="datablame " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    result = run_bench(cfg, corpus, opts)
+    typer.echo(metrics_table(result))
+    typer.echo("")
+    le = result["logit_eval"]
+    typer.secho(f"logit evaluation: {len(result['queries']['learned'])}/{le['n']} queries learned "
+                f"(accuracy {le['accuracy']:.3f})", fg="green", bold=True)
+    typer.secho(verdict(result).replace("**", ""), fg="green", bold=True)
+    bench_dir = Path(cfg.output.dir) / "bench"
+    typer.echo(f"results: {bench_dir / 'bench.json'}, {bench_dir / 'bench.md'}, "
+               f"{bench_dir / 'pr.png'}, {bench_dir / 'recall_at_k.png'}")
+    if results_dir is not None:
+        typer.echo(f"copies: {results_dir}/bench_{corpus}.json|.md|_pr.png|_recall_at_k.png")
+    typer.echo(f"bench finished in {time.perf_counter() - t0:.0f} s")
