@@ -18,7 +18,7 @@ time + peak RSS of fit+score for each side (fresh factors, no reuse).
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import platform
 import shutil
 import sys
@@ -32,46 +32,23 @@ from scipy.stats import pearsonr, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import command_line, fixture_run_config, now, planted_gap  # noqa: E402
+
 from datablame import __version__, api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
-from datablame.config import ProjectionConfig, parse_config  # noqa: E402
+from datablame.config import ProjectionConfig  # noqa: E402
 from datablame.methods import get_method  # noqa: E402
 from datablame.utils.io import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ekfac_vs_kronfluence.json"
 
 
-def run_config(out: Path):
-    """The planted_run fixture's config (tests/pipeline_config.py small_config, 6 epochs)."""
-    return parse_config({
-        "name": "t",
-        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 3, "plants_per_fact": 3,
-                                                  "decoys_per_fact": 2, "background_per_entity": 4}},
-        "model": {"kind": "tiny", "max_length": 96,
-                  "tiny": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}},
-        "training": {"num_train_epochs": 6, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 3, "logging_steps": 50},
-        "attribution": {"method": "ekfac", "top_k": 5, "batch_size": 7},
-        "output": {"dir": str(out)},
-    })
-
-
-def planted_gap(scores: np.ndarray, inputs, truth) -> float:
-    idx = inputs.corpus.index_of()
-    gaps = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        gaps.append((scores[qi, rel].mean() - scores[qi, rest].mean()) / scores[qi].std())
-    return float(np.mean(gaps))
-
-
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     tmp = Path(tempfile.mkdtemp(prefix="ekfac-vs-kron-"))
-    cfg = run_config(tmp / "run")
+    cfg = fixture_run_config(tmp / "run", "ekfac")
     api.train(cfg)
     truth = api.load_corpus(cfg)[2]
 
@@ -118,8 +95,8 @@ def main() -> None:
         "rows": rows,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "datablame": __version__},
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/ekfac_vs_kronfluence.py",
+        "date": now(),
+        "command": command_line(),
     }
     atomic_write_json(RESULTS, out)
     shutil.rmtree(tmp, ignore_errors=True)

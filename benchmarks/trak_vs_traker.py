@@ -20,7 +20,7 @@ and peak RSS of each traker run (datablame.bench.measure, as in `datablame bench
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import json
 import os
 import platform
@@ -35,29 +35,14 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import command_line, fixture_run_config, now  # noqa: E402
+
 from datablame import api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
 from datablame.bench.peers.traker import run_traker  # noqa: E402
-from datablame.config import parse_config  # noqa: E402
 from datablame.methods import get_method  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trak_vs_traker.json"
-
-
-def run_config(out: Path):
-    """The planted_run fixture's config (tests/pipeline_config.py small_config, 6 epochs)."""
-    return parse_config({
-        "name": "t",
-        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 3, "plants_per_fact": 3,
-                                                  "decoys_per_fact": 2, "background_per_entity": 4}},
-        "model": {"kind": "tiny", "max_length": 96,
-                  "tiny": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}},
-        "training": {"num_train_epochs": 6, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 3, "logging_steps": 50},
-        "attribution": {"method": "trak", "top_k": 5, "batch_size": 7},
-        "output": {"dir": str(out)},
-    })
 
 
 def with_features(inputs, *, one_module: bool, k: int | None):
@@ -76,13 +61,14 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    out = {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    out = {"created": now(), "command": command_line(),
            "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                        "torch": torch.__version__, "load_avg_start": os.getloadavg()}, "settings": []}
     with tempfile.TemporaryDirectory(prefix="trak-vs-traker-") as tmp:
-        cfg = run_config(Path(tmp) / "run")
+        cfg = fixture_run_config(Path(tmp) / "run", "trak")
         api.train(cfg)
 
         def fresh(one_module, k):
