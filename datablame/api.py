@@ -227,9 +227,13 @@ def _load_row_losses(path: Path, n: int) -> np.ndarray:
     return out
 
 
-def index(cfg: RunConfig, *, faiss: str = "auto", overwrite: bool = False, progress: bool = True) -> dict:
+def index(
+    cfg: RunConfig, *, faiss: str = "auto", overwrite: bool = False, progress: bool = True, text_indices: bool = True,
+) -> dict:
     """Featurize every training row once into `<run>/store` (resumable, sharded fp16) and
-    build a FAISS index over it; later `attribute` calls read rows from the store."""
+    build a FAISS index over it; later `attribute` calls read rows from the store. With
+    `text_indices`, also build the retrieval cascade's BM25 and MiniLM embedding indices
+    under `<run>/index/text` (reused when already built for this corpus and model)."""
     from datablame.store import build_faiss_index, build_store
 
     inputs, _ = prepare_inputs(cfg, queries=False, use_store=False)
@@ -264,9 +268,56 @@ def index(cfg: RunConfig, *, faiss: str = "auto", overwrite: bool = False, progr
         idx = build_faiss_index(store, kind, metric="cosine", k=min(10, info.n_rows))
         idx.save(path / "faiss.index")
         summary["faiss"] = {k: v for k, v in idx.info.items() if k != "store_identity"}
+    if text_indices:
+        from datablame.retrieval.candidates import run_text_indices
+
+        summary["text_indices"] = run_text_indices(inputs, progress=progress)[1]
     summary["seconds"] = time.perf_counter() - t0
     atomic_write_json(path / "index_summary.json", summary)
     return summary
+
+
+INSPECT_KINDS = {"ekfac": "ekfac", "kfac": "kfac", "diagonal": "diag_influence"}  # factor kind -> its method
+
+
+def inspect(
+    cfg: RunConfig, layer: str, *, kind: str = "ekfac", out_dir: str | Path | None = None, damping: float | None = None,
+) -> dict[str, Path]:
+    """Plot one layer's curvature factors (seed 000's factor inspection) for the run's model.
+
+    Fits the `kind` factors (ekfac, kfac or diagonal) in the run's projected gradient space
+    with the options of `attribution.options.<ekfac|kfac|diag_influence>`, or reuses the ones
+    `attribute` saved under `<run>/attribution/curvature/` (and saves them there for it), then
+    writes `<module>_lambda_matrix.png` (heatmap of Λ), `<module>_lambda_sorted.png` (sorted Λ
+    and the damping, symlog) and `<module>_lambda.json` under `out_dir` (default `<run>/inspect`).
+    `layer`: a module name, its unique suffix or a regex matching one selected module.
+    Returns the paths (heatmap, sorted, summary, factors)."""
+    from datablame.curvature import factor_path
+    from datablame.curvature.inspect import inspect_factors, resolve_module
+    from datablame.methods.influence_common import fit_preconditioner
+
+    if kind not in INSPECT_KINDS:
+        raise DatablameError(f"unknown factor kind {kind!r}", f"use one of {sorted(INSPECT_KINDS)}")
+    method_name = INSPECT_KINDS[kind]
+    method = get_method(method_name, **cfg.attribution.options.get(method_name, {}))
+    inputs, _ = prepare_inputs(cfg, queries=False, use_store=False)
+    names = [n for n, _, _ in featurizer_for(inputs).shapes]
+    try:  # before fitting: a typo must not cost a pass over the corpus
+        module = resolve_module(names, layer)
+    except DatablameError as err:
+        sel = cfg.attribution.modules
+        raise DatablameError(
+            f"{err.problem}; factors exist for the {len(names)} modules that attribution.modules selects "
+            f"(pattern '{sel.pattern}', layers {sel.layers or 'all'}): {', '.join(names)}",
+            "pass --layer with one of those names (or a unique suffix such as 'layers.0.mlp.down_proj'), "
+            "or widen attribution.modules.pattern to include the layer",
+        ) from None
+    pre = fit_preconditioner(inputs, kind, fisher=method.fisher, fit_rows=method.fit_rows, seed=method.seed,
+                             reuse=method.reuse)
+    paths = inspect_factors(pre, module, Path(out_dir) if out_dir else inputs.run_dir / "inspect", kind=kind,
+                            damping=method.damping if damping is None else damping, damping_scale=method.damping_scale)
+    paths["factors"] = factor_path(inputs.work_dir, kind)
+    return paths
 
 
 def attribute(
@@ -275,22 +326,48 @@ def attribute(
     corpus: Corpus | None = None,
     loaded: LoadedModel | None = None,
     methods: list[str] | None = None,
+    retrieval_recall: bool | None = None,
+    progress: bool = True,
 ) -> tuple[AttributionResult, dict[str, Path]]:
-    """Rank training rows for each query with each method; write results.json, md, html."""
+    """Rank training rows for each query with each method; write results.json, md, html.
+
+    With `attribution.retrieval.enabled`, the retrieval cascade runs per query and the
+    (gradient) methods rank only its candidates; results.json gets a "retrieval" section
+    with each stage's rows in/out, seconds and recall (see `datablame.retrieval.candidates`;
+    `retrieval_recall`: None = report recall when the feature store makes it cheap)."""
     methods = methods or cfg.attribution.method_names()
     for name in methods:  # fail on a typo or a bad option before any model is loaded
         get_method(name, **cfg.attribution.options.get(name, {}))
+    cascade_on = cfg.attribution.retrieval.enabled
+    if cascade_on:
+        from datablame.retrieval.candidates import check_cascade_request
+
+        check_cascade_request(cfg.attribution, methods)
     t0 = time.perf_counter()
     inputs, truth = prepare_inputs(cfg, corpus=corpus, loaded=loaded)
     timing = {"prepare_s": time.perf_counter() - t0}
-    scores, described = {}, []
-    for name in methods:
-        m = get_method(name, **cfg.attribution.options.get(name, {}))
+    scores, described, retrieval = {}, [], None
+    if cascade_on:
+        from datablame.retrieval.candidates import attribute_with_cascade, run_text_indices
+
+        r = cfg.attribution.retrieval
         t = time.perf_counter()
-        m.fit(inputs)
-        scores[name] = m.score(inputs)
-        timing[f"{name}_s"] = time.perf_counter() - t
-        described.append(m.describe())
+        indices, index_info = run_text_indices(inputs, bm25=r.bm25_k is not None, embedding=r.embedding_k is not None,
+                                               progress=progress)
+        timing["text_indices_s"] = time.perf_counter() - t
+        ms = [get_method(name, **cfg.attribution.options.get(name, {})) for name in methods]
+        done = attribute_with_cascade(inputs, ms, indices=indices, index_info=index_info, evaluate=retrieval_recall,
+                                      progress=progress)
+        scores, described, retrieval = done.scores, done.methods, done.report
+        timing.update(done.timing)
+    else:
+        for name in methods:
+            m = get_method(name, **cfg.attribution.options.get(name, {}))
+            t = time.perf_counter()
+            m.fit(inputs)
+            scores[name] = m.score(inputs)
+            timing[f"{name}_s"] = time.perf_counter() - t
+            described.append(m.describe())
     result = build_result(
         version=__version__,
         config=cfg.model_dump(mode="json"),
@@ -299,6 +376,11 @@ def attribute(
         scores=scores, methods=described, k=cfg.attribution.top_k, timing=timing,
     )
     result.data["truncated_rows"] = len(inputs.rows.truncated)
+    if retrieval is not None:
+        from datablame.retrieval.candidates import drop_unranked
+
+        drop_unranked(result)  # rows outside a query's cascade candidates have no rank
+        result.retrieval = retrieval
     if truth:
         result.evaluation = evaluate_against_truth(inputs.corpus, inputs.queries, scores, truth, cfg.attribution.top_k)
     out_dir = inputs.run_dir / "attribution"

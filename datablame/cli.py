@@ -121,6 +121,10 @@ def demo(
 
 
 def _print_outputs(result, paths) -> None:
+    if result.retrieval:  # attribution.retrieval.enabled: the cascade's stages
+        from datablame.retrieval.candidates import format_stage_table
+
+        typer.echo(format_stage_table(result.retrieval))
     ev = result.evaluation
     if ev:
         k = ev["k"]
@@ -137,7 +141,7 @@ def _print_outputs(result, paths) -> None:
 
 # Stage commands that live in their own modules (each registers on `app` with
 # `@app.command()` + `@friendly`): verify/lds, bench, index, inspect.
-_COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index")
+_COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index", "datablame.cli_inspect")
 for _name in _COMMAND_MODULES:
     try:
         __import__(_name)

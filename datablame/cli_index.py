@@ -16,12 +16,16 @@ def index(
     config: ConfigOpt,
     faiss: Annotated[str, typer.Option(help="auto (flat < 50k rows, else ivf), flat, ivf, ivfpq or none")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace a store built from another model/data/projection")] = False,
+    text_indices: Annotated[bool, typer.Option(
+        "--text-indices/--no-text-indices",
+        help="also build the retrieval cascade's BM25 + MiniLM embedding indices (reused if current)")] = True,
 ) -> None:
-    """Build the gradient feature store (resumable; progress with rows/s and ETA)."""
+    """Build the gradient feature store (resumable; progress with rows/s and ETA) and the
+    text indices of the retrieval cascade."""
     from datablame import api
     from datablame.config import load_config
 
-    summary = api.index(load_config(config), faiss=faiss, overwrite=overwrite)
+    summary = api.index(load_config(config), faiss=faiss, overwrite=overwrite, text_indices=text_indices)
     typer.echo(
         f"store {summary['store']}: {summary['rows']} rows x {summary['dim']} dims in {summary['shards']} shards "
         f"({summary['shards_computed']} computed, {summary['shards_reused']} reused), "
@@ -33,4 +37,18 @@ def index(
         f = summary["faiss"]
         rec = next((v for k, v in f.items() if k.startswith("recall_at_")), None)
         typer.echo(f"faiss {f['kind']} index: recall@10 vs exact {rec:.3f}" if rec is not None else f"faiss {f['kind']}")
+    if "text_indices" in summary:
+        typer.echo(describe_text_indices(summary["text_indices"]))
     typer.echo(f"summary: {Path(summary['store']) / 'index_summary.json'}")
+
+
+def describe_text_indices(info: dict) -> str:
+    """One line: where the text indices are, what they hold, and their build time."""
+    built = info.get("build_seconds") or {}
+    parts = []
+    if info.get("bm25"):
+        parts.append(f"BM25 {built.get('bm25', 0.0):.2f} s")
+    if info.get("embedding_model"):
+        parts.append(f"{info['embedding_model']} embeddings {built.get('embedding', 0.0):.2f} s")
+    how = f"reused (built earlier: {', '.join(parts)})" if info.get("reused") else f"built: {', '.join(parts)}"
+    return f"text indices {info['path']}: {info['rows']} rows, {how}"

@@ -44,6 +44,7 @@ class AttributionResult:
     queries: list[QueryResult]
     timing: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    retrieval: dict[str, Any] = field(default_factory=dict)  # cascade stages when attribution.retrieval.enabled
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

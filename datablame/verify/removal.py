@@ -102,7 +102,15 @@ def load_attribution(path: Path, corpus: Corpus) -> _Attribution:
 def top_rows(att: _Attribution, corpus_index: dict[str, int], method: str, qi: int, k: int) -> list[int]:
     """The k highest-scoring rows of `method` for query `qi` (ties by row order, as in the report)."""
     if method in att.scores:
-        return [int(j) for j in np.argsort(-att.scores[method][qi], kind="stable")[:k]]
+        row_scores = att.scores[method][qi]
+        top = np.argsort(-row_scores, kind="stable")[:k]
+        if not np.isfinite(row_scores[top]).all():  # a retrieval-cascade result ranks only its candidates
+            raise DatablameError(
+                f"{method} ranks only {int(np.isfinite(row_scores).sum())} candidate rows for query {qi} "
+                f"(retrieval cascade); k={k} needs more",
+                "use a smaller verify.k, or attribute again with larger retrieval stage sizes or retrieval.enabled: false",
+            )
+        return [int(j) for j in top]
     ranked = att.rankings.get(method, [[]])[qi]
     if len(ranked) < k:
         raise DatablameError(
