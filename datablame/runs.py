@@ -20,7 +20,20 @@ MARKER = "run.json"
 
 
 def run_key(cfg: RunConfig) -> str:
-    """What makes a trained model: data, model and training sections (not attribution)."""
+    """What makes a trained model: data, model and training sections (not attribution).
+
+    Only the settings that differ from their defaults count, so a datablame upgrade that adds
+    a new option (with a default that keeps the old behaviour) does not orphan earlier runs.
+    """
+    d = cfg.model_dump(mode="json", exclude_defaults=True)
+    payload = json.dumps({k: d.get(k, {}) for k in ("data", "model", "training")}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def full_run_key(cfg: RunConfig) -> str:
+    """Every data/model/training field, defaults included: the conservative key the retraining
+    job caches use, and the run-directory key of markers written before `run_key` left out
+    defaults."""
     d = cfg.model_dump(mode="json")
     payload = json.dumps({k: d[k] for k in ("data", "model", "training")}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -40,7 +53,9 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
             _move_aside(out)
         else:
             old = json.loads(marker.read_text(encoding="utf-8"))
-            if old.get("run_key") != key:
+            if old.get("run_key") == full_run_key(cfg):  # same run, marker from an older version
+                atomic_write_json(marker, {**old, "run_key": key})
+            elif old.get("run_key") != key:
                 if not cfg.output.overwrite:
                     raise DatablameError(
                         f"output directory {out} holds another run ({old.get('name')!r}, created "

@@ -79,11 +79,11 @@ class RetrainContext:
     def identity(self) -> dict[str, Any]:
         """Everything besides the job that decides a job's result."""
         from datablame.config import parse_config
-        from datablame.runs import run_key
+        from datablame.runs import full_run_key
 
         return {
             "format": JOB_FORMAT,
-            "run_key": run_key(parse_config(self.config)),
+            "run_key": full_run_key(parse_config(self.config)),
             "corpus": self.corpus_fingerprint,
             "queries": self.queries_hash(),
             "generate": self.generate,
