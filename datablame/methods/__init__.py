@@ -18,6 +18,7 @@ from datablame.methods import (  # noqa: F401  (imports register the methods)
     ekfac_influence,
     embedding_cosine,
     grad_align,
+    grad_tokenwise,
     hessian_influence,
     kfac_influence,
     kronfluence_backend,
