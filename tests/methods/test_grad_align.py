@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from planted_gap import planted_gaps
 
 from datablame.methods import get_method, gradient_features
 
@@ -16,12 +17,7 @@ def test_planted_rows_score_higher(planted_run, name):
     m.fit(inputs)
     scores = m.score(inputs)
     assert scores.shape == (len(inputs.queries), len(inputs.corpus))
-    idx = inputs.corpus.index_of()
-    gaps = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        gaps.append(scores[qi, rel].mean() - scores[qi, rest].mean())
+    gaps = planted_gaps(scores, inputs, truth)
     assert np.mean(gaps) > 0, gaps
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from planted_gap import planted_gaps
 
 from datablame.config import ModuleSelection, ProjectionConfig
 from datablame.errors import DatablameError
@@ -76,12 +77,7 @@ def test_planted_rows_score_higher(planted_run, options):
     scores = get_method("grad_tokenwise", **options).score(inputs)
     assert scores.shape == (len(inputs.queries), len(inputs.corpus)) and scores.dtype == np.float64
     assert np.all(np.abs(scores) <= 1 + 1e-9)
-    idx = inputs.corpus.index_of()
-    gaps = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        gaps.append(scores[qi, rel].mean() - scores[qi, rest].mean())
+    gaps = planted_gaps(scores, inputs, truth)
     assert np.mean(gaps) > 0, gaps
 
 

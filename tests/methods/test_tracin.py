@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from planted_gap import planted_gaps
 
 from datablame.errors import DatablameError
 from datablame.grads import GradientFeaturizer, select_modules
@@ -19,16 +20,6 @@ from datablame.methods.checkpoint_features import (
     select_checkpoints,
 )
 from datablame.methods.grad_align import featurizer_for
-
-
-def planted_gaps(scores: np.ndarray, inputs, truth) -> list[float]:
-    idx = inputs.corpus.index_of()
-    gaps = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        gaps.append(scores[qi, rel].mean() - scores[qi, rest].mean())
-    return gaps
 
 
 def test_planted_rows_score_higher(planted_run):

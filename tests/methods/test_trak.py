@@ -5,21 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from planted_gap import planted_gaps
 
 from datablame.errors import DatablameError
 from datablame.methods import get_method
 from datablame.methods.checkpoint_features import checkpoint_features, select_checkpoints
 from datablame.methods.trak import dense_projection, kernel_scores
-
-
-def planted_gaps(scores, inputs, truth):
-    idx = inputs.corpus.index_of()
-    out = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        out.append(scores[qi, rel].mean() - scores[qi, rest].mean())
-    return out
 
 
 @pytest.mark.parametrize("output", ["margin", "logprob"])
