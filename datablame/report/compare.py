@@ -82,17 +82,29 @@ def plot_comparison(cmp: dict, path: Path) -> Path:
 
     names = cmp["methods"]
     n = len(names)
-    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 0.5 * n + 2.8), constrained_layout=True)
+    # cells must stay legible with many methods: each panel grows with n, and past 8 methods the
+    # three panels stack vertically instead of shrinking side by side
+    side = max(4.0, 0.42 * n + 2.2)
+    wide = n <= 8
+    fig, axes = plt.subplots(1 if wide else 3, 3 if wide else 1,
+                             figsize=(3 * side + 1.5, side) if wide else (side + 1.5, 3 * side),
+                             constrained_layout=True)
     ranges = {"overlap": (0, cmp["k"]), "jaccard": (0, 1), "spearman": (-1, 1)}
+    font = 7 if n <= 12 else 6
     for ax, m in zip(axes, METRICS, strict=True):
         mat = np.array([[np.nan if x is None else x for x in r] for r in cmp["matrices"][m]], dtype=float)
-        im = ax.imshow(mat, vmin=ranges[m][0], vmax=ranges[m][1], cmap="RdBu_r" if m == "spearman" else "viridis")
+        lo, hi = ranges[m]
+        im = ax.imshow(mat, vmin=lo, vmax=hi, cmap="RdBu_r" if m == "spearman" else "viridis")
         ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(n), names, fontsize=8)
         for i in range(n):
             for j in range(n):
-                if not np.isnan(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+                v = mat[i, j]
+                if np.isnan(v):
+                    continue
+                t = (v - lo) / (hi - lo)  # position on the colour map: pick a text colour that reads on it
+                dark = abs(2 * t - 1) > 0.5 if m == "spearman" else t < 0.6
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=font, color="w" if dark else "k")
         ax.set_title(m if m != "overlap" else f"top-{cmp['k']} overlap")
         fig.colorbar(im, ax=ax, shrink=0.8)
     buf = io.BytesIO()
