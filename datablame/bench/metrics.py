@@ -134,3 +134,10 @@ def summarize(per_query: Sequence[dict[str, float]], *, n_boot: int = 2000, conf
 def evaluate(scores: np.ndarray, truth: Sequence[Sequence[int]], **kw) -> list[dict[str, float]]:
     """Per-query metrics for a score matrix [queries, rows] and each query's true rows."""
     return [query_metrics(scores[i], rel, **kw) for i, rel in enumerate(truth)]
+
+
+def topk_jaccard(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """|top-k(a) ∩ top-k(b)| / |top-k(a) ∪ top-k(b)| of two score vectors over the same rows
+    (ties broken toward the lower row index, as in every ranking here)."""
+    ta, tb = set(_order(a)[:k].tolist()), set(_order(b)[:k].tolist())
+    return len(ta & tb) / len(ta | tb) if ta | tb else float("nan")

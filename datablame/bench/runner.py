@@ -42,7 +42,13 @@ import torch
 from datablame import __version__
 from datablame.bench.logit_eval import logit_evaluation
 from datablame.bench.measure import measure
-from datablame.bench.metrics import evaluate, precision_recall_curve, query_metrics, summarize
+from datablame.bench.metrics import (
+    evaluate,
+    precision_recall_curve,
+    query_metrics,
+    summarize,
+    topk_jaccard,
+)
 from datablame.bench.peers import load_adapters, restore_model_state, run_peer, save_model_state
 from datablame.config import HopsConfig, PlantedConfig, RunConfig, parse_config
 from datablame.errors import DatablameError
@@ -380,9 +386,10 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
         ref = (e.get("describe") or {}).get("reference")
         if e["kind"] == "peer" and ref and name in scores_out and ref in scores_out:
             rho = _spearman_rows(scores_out[name], scores_out[ref])
+            jac = [topk_jaccard(x, y, 10) for x, y in zip(scores_out[name], scores_out[ref], strict=True)]
             agreement.append({"peer": e["peer"], "ours": ref, "spearman_mean": _nanmean(rho),
                               "spearman_min": float(np.nanmin(rho)) if np.isfinite(rho).any() else None,
-                              "per_query": rho})
+                              "top10_jaccard_mean": _nanmean(jac), "per_query": rho})
 
     n_truth = [len(t) for t in truth_idx]
     bench = {

@@ -15,6 +15,7 @@ from datablame.bench.metrics import (
     reciprocal_rank,
     roc_auc,
     summarize,
+    topk_jaccard,
 )
 
 # ranking by score: rows 3, 0, 4, 1, 2  (row 3 best)
@@ -104,3 +105,11 @@ def test_summarize_skips_nan():
     assert s["ap"]["mean"] == 0.75 and s["ap"]["n"] == 2
     assert s["roc_auc"]["mean"] == 0.75 and s["roc_auc"]["n"] == 1
     assert s["ap"]["ci_low"] <= 0.75 <= s["ap"]["ci_high"]
+
+
+def test_topk_jaccard_by_hand():
+    a = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    b = np.array([5.0, 0.0, 3.0, 2.0, 9.0])  # top-3: {4, 0, 2} vs a's {0, 1, 2}
+    assert topk_jaccard(a, b, 3) == pytest.approx(2 / 4)
+    assert topk_jaccard(a, a, 3) == 1.0
+    assert topk_jaccard(a, -a, 2) == 0.0  # {0, 1} vs {4, 3}
