@@ -87,6 +87,18 @@ class Preconditioner(ABC):
         ]
         return torch.cat(out, dim=1)
 
+    def self_influence(
+        self, feats: torch.Tensor, damping: float | None = None,
+        damping_scale: float = HEURISTIC_DAMPING_SCALE, chunk: int = 4096,
+    ) -> torch.Tensor:
+        """g_rᵀ (F + λI)⁻¹ g_r for every row of feats [N, D], float64 [N] (chunked: one
+        preconditioned chunk at a time, never all N preconditioned rows at once)."""
+        out = torch.empty(len(feats), dtype=torch.float64)
+        for s in range(0, len(feats), chunk):
+            part = feats[s : s + chunk]
+            out[s : s + chunk] = (self.precondition(part, damping, damping_scale) * part.double()).sum(dim=1)
+        return out
+
     def scores(
         self, queries: torch.Tensor, rows: torch.Tensor, damping: float | None = None,
         damping_scale: float = HEURISTIC_DAMPING_SCALE, chunk: int = 65536,

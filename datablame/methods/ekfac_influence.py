@@ -13,7 +13,9 @@ Options (`attribution.options.ekfac`):
   heuristic `damping_scale` x mean eigenvalue of each module's Λ;
 - `damping_scale` (0.1); `fisher` ("empirical": the rows' own labels; "true": labels sampled
   from the model, as kronfluence's default); `fit_rows` (null = all rows; else a seeded sample
-  of that many rows fits the factors); `seed` (0); `reuse` (true: reuse saved factors).
+  of that many rows fits the factors); `seed` (0); `reuse` (true: reuse saved factors);
+  `normalize` (false; true: relative influence, the cosine of query and row gradients in the
+  (F + λI)⁻¹ metric, unitless in [-1, 1]: see `influence_common`).
 
 With identity projection (`attribution.projection.k_in/k_out: null`), the same modules,
 empirical Fisher and the same damping it matches kronfluence's EKFAC (test: Spearman ≥ 0.95).

@@ -10,6 +10,15 @@ with g the projected gradients of `gradient_features(inputs)`. Sign: higher = up
 extra weight on the row in the mean training objective; removing the row raises the query
 loss by about score / n_rows.
 
+`normalize: true` (every method here) divides by the query's and the row's self-influence,
+
+    score[q, r] = g_qᵀ (F + λI)⁻¹ g_r / sqrt(g_qᵀ (F + λI)⁻¹ g_q · g_rᵀ (F + λI)⁻¹ g_r)
+
+the cosine of the two gradients in the preconditioned metric (relative influence, Barshan
+et al. 2020, as TrackStar unit-normalises): same sign, unitless in [-1, 1], and rows whose
+large gradients would otherwise top every query's list (high-loss, outlier rows) no longer do.
+Cost: one extra preconditioning pass over the row features.
+
 Fitted factors go to `<work_dir>/curvature/<kind>.safetensors` with an identity (model
 fingerprint, data fingerprint, modules and shapes, projection, tokenisation, Fisher kind,
 fitting rows) and are reused when it matches; damping is applied at scoring time, so
@@ -147,6 +156,10 @@ def fit_preconditioner(
     return pre
 
 
+NORMALIZED_UNIT = ("relative influence (normalize: true): cosine of the query and row gradients in the "
+                   "(F + λI)⁻¹ metric, unitless in [-1, 1]")
+
+
 class ProjectedInfluence(Method):
     """Base of the influence methods that precondition projected gradient features."""
 
@@ -157,7 +170,11 @@ class ProjectedInfluence(Method):
     def __init__(
         self, damping: float | None = None, damping_scale: float = HEURISTIC_DAMPING_SCALE,
         fisher: str = "empirical", fit_rows: int | None = None, seed: int = 0, reuse: bool = True,
+        normalize: bool = False,
     ) -> None:
+        if not isinstance(normalize, bool):
+            raise DatablameError(f"{self.name}: normalize must be true or false, not {normalize!r}",
+                                 f"fix attribution.options.{self.name}.normalize")
         if fisher not in ("empirical", "true"):
             raise DatablameError(f"{self.name}: fisher must be 'empirical' or 'true', not {fisher!r}",
                                  f"set attribution.options.{self.name}.fisher")
@@ -169,6 +186,7 @@ class ProjectedInfluence(Method):
             raise DatablameError(f"{self.name}: fit_rows must be >= 1 or null (all rows)", f"fix attribution.options.{self.name}.fit_rows")
         self.damping, self.damping_scale = damping, damping_scale
         self.fisher, self.fit_rows, self.seed, self.reuse = fisher, fit_rows, seed, reuse
+        self.normalize = normalize
         self.preconditioner: Preconditioner | None = None
 
     def fit(self, inputs: AttributionInputs) -> None:
@@ -180,10 +198,19 @@ class ProjectedInfluence(Method):
         if self.preconditioner is None:
             self.fit(inputs)
         g = gradient_features(inputs)
-        return self.preconditioner.scores(g.queries, g.rows, self.damping, self.damping_scale).numpy()
+        pre = self.preconditioner
+        scores = pre.scores(g.queries, g.rows, self.damping, self.damping_scale)
+        if self.normalize:  # relative influence: rows with large gradients no longer win every query
+            q_self = pre.self_influence(g.queries, self.damping, self.damping_scale)
+            r_self = pre.self_influence(g.rows, self.damping, self.damping_scale)
+            scores /= q_self.clamp_min(1e-300).sqrt()[:, None] * r_self.clamp_min(1e-300).sqrt()[None, :]
+        return scores.numpy()
 
     def describe(self) -> dict[str, str]:
         d = super().describe()
         d["damping"] = f"heuristic: {self.damping_scale:g} x mean eigenvalue per module" if self.damping is None else str(self.damping)
         d["fisher"] = self.fisher
+        if self.normalize:
+            d["unit"] = NORMALIZED_UNIT
+        d["normalize"] = str(self.normalize).lower()
         return d

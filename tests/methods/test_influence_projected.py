@@ -57,3 +57,27 @@ def test_bad_options_are_clear_errors():
         get_method("kfac", damping=-1.0)
     with pytest.raises(DatablameError, match="bad options"):
         get_method("diag_influence", dampen=1.0)
+
+
+@pytest.mark.parametrize("name", ["ekfac", "kfac", "diag_influence"])
+def test_normalize_is_the_cosine_in_the_preconditioned_metric(planted_run, name):
+    from datablame.errors import DatablameError
+    from datablame.methods import gradient_features
+
+    _, make_inputs, truth = planted_run
+    inputs = make_inputs()
+    raw_m, norm_m = get_method(name), get_method(name, normalize=True)
+    raw, norm = raw_m.score(inputs), norm_m.score(inputs)
+    # by hand: precondition every row and query with the fitted factors, then divide
+    g = gradient_features(inputs)
+    pre = raw_m.preconditioner
+    pq, pr = pre.precondition(g.queries).numpy(), pre.precondition(g.rows).numpy()
+    q_self = (pq * g.queries.double().numpy()).sum(1)
+    r_self = (pr * g.rows.double().numpy()).sum(1)
+    np.testing.assert_allclose(norm, raw / np.sqrt(np.outer(q_self, r_self)), rtol=1e-6, atol=1e-12)
+    assert np.all(np.abs(norm) <= 1 + 1e-9) and (r_self > 0).all()
+    assert not np.allclose(np.argsort(-raw, axis=1), np.argsort(-norm, axis=1))  # it changes rankings
+    assert planted_gap(norm, inputs, truth) > 1.0  # same sign as the raw scores
+    assert norm_m.describe()["unit"].startswith("relative influence") and raw_m.describe()["normalize"] == "false"
+    with pytest.raises(DatablameError, match="normalize"):
+        get_method(name, normalize="yes")
