@@ -530,12 +530,16 @@ def readme_section(text: str, title: str | None = None) -> str:
     return "\n".join(out)
 
 
-def md_file_section(stem: str, title: str | None = None) -> Callable[[], str | None]:
+def md_file_section(stem: str, title: str | None = None, retitle: bool = False) -> Callable[[], str | None]:
+    """`title` heads a file that has no heading; with `retitle` it replaces the file's own."""
     def make() -> str | None:
         for name in (f"{stem}.readme.md", f"{stem}.md"):
             p = RESULTS / name
             if p.is_file():
-                return readme_section(p.read_text(), title)
+                text = readme_section(p.read_text(), title)
+                if retitle and title and text.startswith("#"):
+                    text = f"### {title}" + text[text.index("\n"):] if "\n" in text else f"### {title}"
+                return text
         return None
 
     return make
@@ -558,6 +562,9 @@ TABLES: dict[str, Callable[[], str | None]] = {
     "methods_demo": md_file_section("methods_demo", "Methods side by side on the demo"),
     "bench_hops": md_file_section("bench_hops", "Ground-truth benchmark: hops"),
     "bench_planted": md_file_section("bench_planted", "Ground-truth benchmark: planted"),
+    "bench_planted_normalized": md_file_section("bench_planted_normalized",
+                                                "Ground-truth benchmark: planted, influence with normalize: true",
+                                                retitle=True),
 }
 
 

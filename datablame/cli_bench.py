@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 import time
@@ -46,6 +47,8 @@ def bench(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="a run YAML instead of the preset")] = None,
     option: Annotated[list[str] | None, typer.Option(help="NAME.KEY=VALUE option for a method or peer (repeatable)")] = None,
     results_dir: Annotated[Path | None, typer.Option(help="also write bench_<corpus>.json/.md/.png here")] = None,
+    results_name: Annotated[str | None, typer.Option(help="file stem of the --results-dir copies (default "
+                                                          "bench_<corpus>), for a variant beside the main table")] = None,
     threads: Annotated[int, typer.Option(help="torch threads; 1 is fastest for tiny models on a shared machine")] = 1,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the CIs")] = 2000,
     overwrite: Annotated[bool, typer.Option(help="move aside a run directory holding another run")] = False,
@@ -60,6 +63,9 @@ def bench(
     from datablame.config import load_config
 
     t0 = time.perf_counter()
+    if results_name is not None and not re.fullmatch(r"[\w.-]+", results_name):
+        raise DatablameError(f"--results-name {results_name!r} is not a plain file stem",
+                             "use letters, digits, '_', '-' and '.' only, e.g. bench_planted_normalized")
     torch.set_num_threads(max(1, threads))
     if config is not None:
         cfg = load_config(config)
@@ -71,7 +77,7 @@ def bench(
         cfg = bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite)
     opts = BenchOptions(
         methods=_split(methods) or None, peers=_split(peers), options=_parse_options(option or []),
-        n_boot=bootstrap, results_dir=results_dir, threads=threads, started=t0, resume=resume,
+        n_boot=bootstrap, results_dir=results_dir, results_name=results_name, threads=threads, started=t0, resume=resume,
         command="datablame " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     result = run_bench(cfg, corpus, opts)
@@ -85,5 +91,5 @@ def bench(
     typer.echo(f"results: {bench_dir / 'bench.json'}, {bench_dir / 'bench.md'}, "
                f"{bench_dir / 'pr.png'}, {bench_dir / 'recall_at_k.png'}")
     if results_dir is not None:
-        typer.echo(f"copies: {results_dir}/bench_{corpus}.json|.md|_pr.png|_recall_at_k.png")
+        typer.echo(f"copies: {results_dir}/{results_name or 'bench_' + corpus}.json|.md|_pr.png|_recall_at_k.png")
     typer.echo(f"bench finished in {time.perf_counter() - t0:.0f} s")

@@ -153,7 +153,8 @@ class BenchOptions:
     n_boot: int = 2000
     confidence: float = 0.95
     bootstrap_seed: int = 0
-    results_dir: Path | None = None  # also copy bench_<corpus>.* here
+    results_dir: Path | None = None  # also copy <results_name>.* here
+    results_name: str | None = None  # file stem of those copies (default bench_<corpus>)
     command: str | None = None  # how the run was started (recorded)
     threads: int | None = None  # torch threads (recorded; set by the caller)
     started: float | None = None  # time.perf_counter() when the command started (wall time)
@@ -421,7 +422,7 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
     }
     bench["best"] = best_of(bench)
     bench["wall_seconds"] = time.perf_counter() - t_start
-    write_bench(bench, run_dir / "bench", scores_out, corpus_name, opts.results_dir)
+    write_bench(bench, run_dir / "bench", scores_out, corpus_name, opts.results_dir, opts.results_name)
     return _clean(bench)
 
 
@@ -491,7 +492,7 @@ def best_of(bench: dict[str, Any], metric: str = "ap") -> dict[str, Any]:
 
 
 def write_bench(bench: dict[str, Any], out_dir: Path, scores: dict[str, np.ndarray], corpus_name: str,
-                results_dir: Path | None = None) -> dict[str, Path]:
+                results_dir: Path | None = None, results_name: str | None = None) -> dict[str, Path]:
     from datablame.bench.report import (
         plot_pr,
         plot_recall_at_k,
@@ -512,7 +513,7 @@ def write_bench(bench: dict[str, Any], out_dir: Path, scores: dict[str, np.ndarr
     if results_dir is not None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"bench_{corpus_name}"
+        stem = results_name or f"bench_{corpus_name}"
         atomic_write_json(results_dir / f"{stem}.json", clean)
         atomic_write_text(results_dir / f"{stem}.md", render_readme_section(clean, image_prefix=f"{stem}_"))
         shutil.copyfile(paths["pr_png"], results_dir / f"{stem}_pr.png")

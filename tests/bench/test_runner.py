@@ -19,7 +19,7 @@ def small_bench(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("bench")
     args = ["bench", "hops", "--size", "small", "--methods", "grad_cosine,grad_dot", "--peers", "bergson",
-            "--out", str(tmp / "run"), "--results-dir", str(tmp / "results"), "--bootstrap", "300"]
+            "--out", str(tmp / "run"), "--results-dir", str(tmp / "results"), "--results-name", "bench_small_hops", "--bootstrap", "300"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     return tmp, res.output, json.loads((tmp / "run" / "bench" / "bench.json").read_text())
@@ -52,6 +52,7 @@ def test_bench_json_schema(small_bench):
     assert bench["best"]["ours"]["name"] in ("grad_cosine", "grad_dot")
     assert bench["best"]["peer"]["name"] == "bergson (peer)"
     assert bench["agreement"] and bench["agreement"][0]["ours"] == "grad_cosine"
+    assert 0.0 <= bench["agreement"][0]["top10_jaccard_mean"] <= 1.0
     assert "logit evaluation" in output and "bench finished" in output
 
 
@@ -85,10 +86,13 @@ def test_outputs_written(small_bench):
     out = tmp / "run" / "bench"
     for f in ("bench.json", "bench.md", "readme_section.md", "pr.png", "recall_at_k.png", "scores.npz"):
         assert (out / f).stat().st_size > 0, f
-    for f in ("bench_hops.json", "bench_hops.md", "bench_hops_pr.png", "bench_hops_recall_at_k.png"):
+    copies = ["bench_small_hops.json", "bench_small_hops.md", "bench_small_hops_pr.png",
+              "bench_small_hops_recall_at_k.png"]  # named by --results-name
+    assert sorted(p.name for p in (tmp / "results").iterdir()) == copies
+    for f in copies:
         assert (tmp / "results" / f).stat().st_size > 0, f
-    md = (tmp / "results" / "bench_hops.md").read_text()
-    assert "| grad_cosine | ours |" in md and "bench_hops_pr.png" in md and "Logit evaluation" in md
+    md = (tmp / "results" / "bench_small_hops.md").read_text()
+    assert "| grad_cosine | ours |" in md and "bench_small_hops_pr.png" in md and "Logit evaluation" in md
 
 
 def test_bench_reuses_the_trained_model(small_bench):
@@ -180,3 +184,14 @@ def test_truth_variants(tmp_path):
         func = queries[qi].metadata["func"]
         assert all(corpus[int(c)].metadata["func"] != func for c in cands)  # own rows left out
         assert {corpus[int(cands[p])].metadata["func"] for p in rel} == set(queries[qi].metadata["chain"][1:])
+
+
+def test_results_name_must_be_a_plain_stem(tmp_path):
+    from typer.testing import CliRunner
+
+    from datablame.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "hops", "--size", "small", "--out", str(tmp_path / "run"),
+                                   "--results-dir", str(tmp_path), "--results-name", "../escape"])
+    assert res.exit_code == 2 and "plain file stem" in res.output
+    assert not (tmp_path / "run").exists()
