@@ -22,6 +22,7 @@ pr.png, recall_at_k.png, scores.npz -- and, with `results_dir`, copies named
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -188,13 +189,11 @@ def resolve_peers(requested: list[str] | None) -> list[str]:
 
 def _machine() -> dict[str, Any]:
     cpu = platform.processor()
-    try:
+    with contextlib.suppress(OSError):  # no /proc/cpuinfo (not Linux): keep platform.processor()
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     import transformers
 
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
