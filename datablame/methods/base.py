@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from datablame.config import AttributionConfig, ModelConfig
+from datablame.config import AttributionConfig, ModelConfig, TrainingConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
 from datablame.models.tokenize import Encoded
@@ -35,6 +35,9 @@ class AttributionInputs:
     checkpoints: list[Path] = field(default_factory=list)
     base_model: Path | None = None
     run_dir: Path | None = None
+    # the config the checkpoints were trained with: their learning-rate schedule is rebuilt
+    # from it (checkpoint_features.checkpoint_schedule), never from a pickle in the run dir
+    training: TrainingConfig | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # shared between methods of one run
 
 

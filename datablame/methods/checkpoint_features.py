@@ -15,12 +15,15 @@ steps that led to the checkpoint, (previous checkpoint's step, this step] (TracI
 size between checkpoints", LESS's per-epoch mean lr). The per-step rates come from, in
 order of preference:
 
-1. "schedule": the schedule rebuilt from the checkpoint's `training_args.bin`
-   (`transformers.get_scheduler` with the run's type, peak lr, warmup and `max_steps` from
-   `trainer_state.json`), accepted only if it reproduces the rate saved in the checkpoint's
-   `scheduler.pt` (the rate of the step after the checkpoint);
-2. "log_history": `learning_rate` entries of `trainer_state.json` (an entry at step s is
-   the rate of step s+1), held constant between entries;
+1. "schedule": the schedule rebuilt from the run's own `training` config
+   (`transformers.get_scheduler` with its type and peak lr, warmup ceil(total x warmup_ratio)
+   as `TrainingArguments.get_warmup_steps` computes it, and `max_steps` from
+   `trainer_state.json`), accepted only if it reproduces the rates saved in the checkpoints'
+   `scheduler.pt` and logged in `trainer_state.json`. Nothing a run directory holds is
+   unpickled (`training_args.bin` is never read; torch files load with `weights_only=True`);
+2. "log_history": `learning_rate` entries of `trainer_state.json` (transformers 5 logs, at
+   step s, the rate step s used: "learning rate before update"), held constant between
+   entries;
 3. "optimizer": the rate saved in `scheduler.pt` / `optimizer.pt` (the next step's rate);
 4. "uniform": 1.0, with a warning (TracIn then reduces to a plain checkpoint sum).
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -39,11 +43,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
 from datablame.grads import GradientFeaturizer, select_modules
 from datablame.methods.base import AttributionInputs
 from datablame.methods.grad_align import GradFeatures, featurizer_for, gradient_features
 from datablame.utils.io import atomic_save_npz
+from datablame.utils.safe_load import (
+    UNREADABLE,
+    describe_load_error,
+    load_npz_cache,
+    torch_load_weights,
+)
 
 log = logging.getLogger("datablame")
 
@@ -68,78 +79,128 @@ def _step_of(path: Path) -> int:
     m = _STEP.search(path.name)
     if m:
         return int(m.group(1))
-    state = path / "trainer_state.json"
-    if state.is_file():
-        return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0))
+    state = _trainer_state(path)
+    if "global_step" in state:
+        return int(state["global_step"])
     raise DatablameError(f"{path} is not a Trainer checkpoint (checkpoint-<step>)", "point at checkpoint-<step> dirs")
 
 
 def _trainer_state(path: Path) -> dict:
+    """trainer_state.json of a checkpoint; {} (with a warning) when missing or unreadable."""
     f = path / "trainer_state.json"
-    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    try:
+        state = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("ignoring unreadable %s (%s: %s)", f, type(err).__name__, err)
+        return {}
+    if not isinstance(state, dict):
+        log.warning("ignoring %s: not a JSON object", f)
+        return {}
+    return state
 
 
 def _saved_next_lr(path: Path) -> float | None:
-    """The rate of the step after this checkpoint, as saved by the scheduler/optimizer."""
+    """The rate of the step after this checkpoint, as saved by the scheduler/optimizer.
+
+    Both files are read with `weights_only=True`; one that cannot be read that way only
+    drops this source (with a warning naming it).
+    """
     f = path / "scheduler.pt"
     if f.is_file():
         try:
-            last = torch.load(f, map_location="cpu", weights_only=True).get("_last_lr")
+            last = torch_load_weights(f).get("_last_lr")
             if last:
                 return float(last[0])
-        except Exception:  # noqa: BLE001 - an unreadable file only drops this source
-            pass
+        except UNREADABLE as err:
+            log.warning("ignoring %s as a learning-rate source (%s)", f, describe_load_error(err))
     f = path / "optimizer.pt"
     if f.is_file():
         try:
-            groups = torch.load(f, map_location="cpu", weights_only=True)["param_groups"]
+            groups = torch_load_weights(f, mmap=True)["param_groups"]
             return float(groups[0]["lr"])
-        except Exception:  # noqa: BLE001
-            pass
+        except UNREADABLE as err:
+            log.warning("ignoring %s as a learning-rate source (%s)", f, describe_load_error(err))
     return None
 
 
-def _rebuilt_schedule(path: Path, total: int) -> list[float] | None:
-    """lr of steps 1..total+1 (index s-1) from training_args.bin, or None."""
-    f = path / "training_args.bin"
-    if not f.is_file() or total <= 0:
-        return None
-    try:
-        from transformers import get_scheduler
+def warmup_steps(training: TrainingConfig, total: int) -> int:
+    """Warmup steps as `TrainingArguments.get_warmup_steps` computes them: finetune passes
+    warmup_ratio (< 1) as `warmup_steps`, which transformers reads as ceil(total x ratio)."""
+    ratio = float(training.warmup_ratio)
+    return int(ratio) if ratio >= 1 else math.ceil(total * ratio)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # our own run's pickled TrainingArguments (written by Trainer next to the weights)
-            args = torch.load(f, map_location="cpu", weights_only=False)
-        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(args.learning_rate))
-        sched = get_scheduler(
-            args.lr_scheduler_type, optimizer=opt, num_warmup_steps=args.get_warmup_steps(total),
-            num_training_steps=total, scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
-        )
-        lrs = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(total + 1):
-                lrs.append(float(sched.get_last_lr()[0]))
-                opt.step()
-                sched.step()
-        return lrs
-    except Exception as err:  # noqa: BLE001 - any failure falls back to the next source
-        log.debug("cannot rebuild the lr schedule from %s: %s", f, err)
+
+def rebuilt_schedule(training: TrainingConfig, total: int) -> list[float] | None:
+    """lr of steps 1..total+1 (index s-1) from the run's training config, or None.
+
+    The same `get_scheduler` call as `Trainer.create_scheduler` (type, peak lr, warmup,
+    `num_training_steps=total`, no scheduler kwargs: finetune passes none).
+    """
+    if total <= 0:
         return None
+    if training.lr_scheduler_type == "reduce_lr_on_plateau":  # driven by eval metrics, not steps
+        return None
+    from transformers import get_scheduler
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(training.learning_rate))
+    try:
+        sched = get_scheduler(
+            training.lr_scheduler_type, optimizer=opt, num_warmup_steps=warmup_steps(training, total),
+            num_training_steps=total, scheduler_specific_kwargs={},
+        )
+    except (ValueError, TypeError) as err:  # a type that needs kwargs finetune does not pass
+        log.warning("cannot rebuild the %s lr schedule from training config (%s); using logged rates",
+                    training.lr_scheduler_type, err)
+        return None
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        for _ in range(total + 1):
+            lrs.append(float(sched.get_last_lr()[0]))
+            opt.step()
+            sched.step()
+    return lrs
+
+
+def _log_points(history: list[dict]) -> list[tuple[int, float]]:
+    points = []
+    for e in history:
+        if isinstance(e, dict) and "learning_rate" in e and "step" in e:
+            try:
+                points.append((int(e["step"]), float(e["learning_rate"])))
+            except (TypeError, ValueError):
+                continue
+    return sorted(points)
 
 
 def _log_history_lrs(history: list[dict], total: int) -> list[float] | None:
-    """Per-step rates from logged `learning_rate` (entry at step s = rate of step s+1)."""
-    points = sorted((int(e["step"]), float(e["learning_rate"])) for e in history if "learning_rate" in e and "step" in e)
+    """Per-step rates from logged `learning_rate` (entry at step s = rate of step s)."""
+    points = _log_points(history)
     if not points:
         return None
     lrs, j = [], 0
-    for s in range(1, total + 2):  # rate of step s is the last entry logged at a step < s
-        while j + 1 < len(points) and points[j + 1][0] < s:
+    for s in range(1, total + 2):  # rate of step s: the last entry logged at a step <= s
+        while j + 1 < len(points) and points[j + 1][0] <= s:
             j += 1
         lrs.append(points[j][1])
     return lrs
+
+
+def _schedule_mismatch(per_step: list[float], paths: list[Path], steps: list[int], history: list[dict]) -> str | None:
+    """Where the rebuilt schedule disagrees with what training saved or logged, else None."""
+    def off(a: float, b: float) -> bool:
+        return not np.isclose(a, b, rtol=1e-4, atol=1e-12)
+
+    for p, s in zip(paths, steps, strict=True):
+        saved = _saved_next_lr(p)
+        if saved is not None and s < len(per_step) and off(per_step[s], saved):
+            return f"{p / 'scheduler.pt'} ({per_step[s]:.3g} vs {saved:.3g})"
+    for s, lr in _log_points(history):  # logged at step s: the rate step s used
+        if 1 <= s <= len(per_step) and off(per_step[s - 1], lr):
+            return f"trainer_state.json log_history at step {s} ({per_step[s - 1]:.3g} vs {lr:.3g})"
+    return None
 
 
 def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
@@ -151,18 +212,21 @@ def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
         inputs.cache["checkpoint_schedule"] = []
         return []
     steps = [_step_of(p) for p in paths]
-    last_state = _trainer_state(paths[-1])
-    total = int(last_state.get("max_steps") or steps[-1])
-    per_step, source = _rebuilt_schedule(paths[-1], total), "schedule"
-    if per_step is not None:
-        for p, s in zip(paths, steps, strict=True):
-            saved = _saved_next_lr(p)
-            if saved is not None and s < len(per_step) and not np.isclose(per_step[s], saved, rtol=1e-4, atol=1e-12):
-                log.warning("rebuilt lr schedule disagrees with %s (%.3g vs %.3g); using logged rates", p, per_step[s], saved)
-                per_step = None
-                break
+    # the last checkpoint with a readable trainer_state.json knows max_steps and the log
+    last_state = next((st for p in reversed(paths) if (st := _trainer_state(p))), {})
+    history = last_state.get("log_history") if isinstance(last_state.get("log_history"), list) else []
+    try:
+        total = int(last_state.get("max_steps") or steps[-1])
+    except (TypeError, ValueError):
+        total = steps[-1]
+    training = getattr(inputs, "training", None)
+    per_step, source = (rebuilt_schedule(training, total) if training is not None else None), "schedule"
+    if per_step is not None and (where := _schedule_mismatch(per_step, paths, steps, history)):
+        log.warning("the lr schedule rebuilt from the training config disagrees with %s (was the config "
+                    "changed after training?); using logged rates", where)
+        per_step = None
     if per_step is None:
-        per_step, source = _log_history_lrs(last_state.get("log_history", []), total), "log_history"
+        per_step, source = _log_history_lrs(history, total), "log_history"
     infos, prev = [], 0
     for p, s in zip(paths, steps, strict=True):
         n = max(s - prev, 1)
@@ -175,7 +239,7 @@ def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
         infos.append(CheckpointInfo(p, s, lr, n, src))
         prev = s
     if any(i.lr_source == "uniform" for i in infos):
-        log.warning("no learning rate found for some checkpoints (no training_args.bin, log history or "
+        log.warning("no learning rate found for some checkpoints (no training config, log history or "
                     "scheduler.pt); weighting them by 1.0")
     inputs.cache["checkpoint_schedule"] = infos
     return infos
@@ -276,9 +340,9 @@ def features_of_model(
     if disk and inputs.work_dir is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
         path = Path(inputs.work_dir) / "checkpoint_features" / f"{safe}.{key}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            rows, row_losses = torch.from_numpy(z["rows"]), torch.from_numpy(z["row_losses"])
+    cached = load_npz_cache(path, ("rows", "row_losses")) if path is not None and path.is_file() else None
+    if cached is not None:
+        rows, row_losses = torch.from_numpy(cached["rows"]), torch.from_numpy(cached["row_losses"])
     else:
         rows, row_losses = feat.featurize(inputs.rows, bs, pad, desc=f"row gradients @ {label}")
         if path is not None:

@@ -57,6 +57,7 @@ from datablame.methods.checkpoint_features import (
 from datablame.methods.tracin import WEIGHTINGS, checkpoint_weight
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 from datablame.utils.io import atomic_save_npz
+from datablame.utils.safe_load import load_npz_cache, load_torch_file
 
 # Trainer.get_decay_parameter_names: parameters matching these get no weight decay (group 1)
 _NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
@@ -89,7 +90,11 @@ def adam_state(model: nn.Module, ckpt: Path, param_names: list[str]) -> tuple[di
             f"{ckpt} has no optimizer.pt (LESS needs the Adam state of each checkpoint)",
             "keep optimizer states when training (HF Trainer saves them unless save_only_model is set)",
         )
-    state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+    state = load_torch_file(f, what="the Adam state", mmap=True,
+                            fix="retrain the run (datablame train) so its checkpoints hold a plain optimizer.pt, "
+                                "or use tracin, which needs no optimizer state")
+    if not isinstance(state, dict) or "param_groups" not in state or "state" not in state:
+        raise DatablameError(f"{f} is not an optimizer state dict", "retrain the run, or use tracin")
     groups = state["param_groups"]
     order = optimizer_param_names(model)
     sizes = [len(g["params"]) for g in groups]
@@ -239,9 +244,9 @@ def adam_row_features(inputs: AttributionInputs, info: CheckpointInfo, *, disk: 
     if disk and inputs.work_dir is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", info.path.name)
         path = Path(inputs.work_dir) / "less_features" / f"{safe}.{key}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            rows = torch.from_numpy(z["rows"])
+    cached = load_npz_cache(path, ("rows",)) if path is not None and path.is_file() else None
+    if cached is not None:
+        rows = torch.from_numpy(cached["rows"])
     else:
         modules = select_modules(model, inputs.attribution.modules)
         moments, hyper = adam_state(model, info.path, [f"{n}.weight" for n, _ in modules])

@@ -8,6 +8,7 @@ need them (TracIn, cross-checkpoint) and a rerun resumes from the last one.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from datablame.config import ModelConfig, TrainingConfig
 from datablame.data.corpus import Corpus
 from datablame.errors import DatablameError
 from datablame.models.tokenize import Encoded, encode_pairs, pad_batch
+
+log = logging.getLogger("datablame")
 
 
 @dataclass
@@ -62,6 +65,24 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in d.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
     return [p for _, p in sorted(found)]
+
+
+def resumable_checkpoint(output_dir: str | Path) -> Path | None:
+    """The last checkpoint HF Trainer can safely resume from, or None (train from the start).
+
+    A checkpoint is skipped, with a warning, when it has no (readable) trainer_state.json
+    or when one of the torch files Trainer would load from it (rng_state.pth, optimizer.pt,
+    scheduler.pt, ...) does not load with `weights_only=True`: a damaged or hostile file then
+    costs the steps since the previous checkpoint, never a crash or code run inside Trainer.
+    """
+    from datablame.utils.safe_load import unloadable_checkpoint_file
+
+    for ckpt in reversed(list_checkpoints(output_dir)):
+        why = unloadable_checkpoint_file(ckpt)
+        if why is None:
+            return ckpt
+        log.warning("not resuming from %s: %s; trying an earlier checkpoint", ckpt, why)
+    return None
 
 
 def _use_bf16(cfg: TrainingConfig) -> bool:
@@ -161,9 +182,9 @@ def finetune(
         train_dataset=_EncodedDataset(enc, keep),
         data_collator=_Collator(tokenizer.pad_token_id),
     )
-    resume = bool(train_cfg.resume and list_checkpoints(output_dir))
+    resume_from = resumable_checkpoint(output_dir) if train_cfg.resume else None
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - t0
     model = trainer.model
     model.eval()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from planted_gap import planted_gaps
 
+from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
 from datablame.grads import GradientFeaturizer, select_modules
 from datablame.methods import get_method, gradient_features
@@ -83,12 +84,10 @@ def test_bad_options_and_no_checkpoints(planted_run):
         get_method("tracin").score(inputs)
 
 
-def _fake_checkpoints(tmp_path, steps, total, *, args: bool, history: list[dict] | None = None):
-    """Checkpoint dirs with what Trainer writes about the schedule (cosine with warmup)."""
-    from transformers import TrainingArguments, get_scheduler
+def _fake_checkpoints(tmp_path, steps, total, *, history: list[dict] | None = None):
+    """Checkpoint dirs with what Trainer writes about the schedule (cosine with warmup 0.2 x 10)."""
+    from transformers import get_scheduler
 
-    targs = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, lr_scheduler_type="cosine",
-                              warmup_steps=2, report_to=[], use_cpu=True)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
     sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=total)
     per_step, paths = [], []
@@ -100,8 +99,6 @@ def _fake_checkpoints(tmp_path, steps, total, *, args: bool, history: list[dict]
             d = tmp_path / f"checkpoint-{s}"
             d.mkdir()
             torch.save(sched.state_dict(), d / "scheduler.pt")
-            if args:
-                torch.save(targs, d / "training_args.bin")
             state = {"global_step": s, "max_steps": total, "log_history": history or []}
             (d / "trainer_state.json").write_text(json.dumps(state))
             paths.append(d)
@@ -109,13 +106,17 @@ def _fake_checkpoints(tmp_path, steps, total, *, args: bool, history: list[dict]
 
 
 class _Inputs:
-    def __init__(self, checkpoints):
-        self.checkpoints, self.cache = checkpoints, {}
+    def __init__(self, checkpoints, training=None):
+        self.checkpoints, self.cache, self.training = checkpoints, {}, training
+
+
+_COSINE = TrainingConfig(learning_rate=1e-3, lr_scheduler_type="cosine", warmup_ratio=0.2)
 
 
 def test_lr_from_rebuilt_schedule(tmp_path):
-    paths, per_step = _fake_checkpoints(tmp_path, {4, 7, 10}, 10, args=True)
-    infos = checkpoint_schedule(_Inputs(paths[::-1]))  # any order in, step order out
+    """Rebuilt from the run's training config (no training_args.bin is ever read)."""
+    paths, per_step = _fake_checkpoints(tmp_path, {4, 7, 10}, 10)
+    infos = checkpoint_schedule(_Inputs(paths[::-1], _COSINE))  # any order in, step order out
     assert [i.step for i in infos] == [4, 7, 10] and {i.lr_source for i in infos} == {"schedule"}
     expected = [np.mean(per_step[0:4]), np.mean(per_step[4:7]), np.mean(per_step[7:10])]
     np.testing.assert_allclose([i.lr for i in infos], expected, rtol=1e-9)
@@ -125,17 +126,26 @@ def test_lr_from_rebuilt_schedule(tmp_path):
 def test_lr_fallbacks(tmp_path, caplog):
     history = [{"step": 2, "learning_rate": 5e-4}, {"step": 6, "learning_rate": 2e-4}]
     (tmp_path / "a").mkdir()
-    paths, _ = _fake_checkpoints(tmp_path / "a", {4, 8}, 8, args=False, history=history)
+    paths, _ = _fake_checkpoints(tmp_path / "a", {4, 8}, 8, history=history)
     infos = checkpoint_schedule(_Inputs(paths))
     assert [i.lr_source for i in infos] == ["log_history"] * 2
-    # steps 1-4 use rates logged before them: 5e-4 (steps 1-3: first entry), 5e-4 (step 4: logged at 2)
-    assert infos[0].lr == pytest.approx(5e-4)
-    assert infos[1].lr == pytest.approx((5e-4 + 5e-4 + 2e-4 + 2e-4) / 4)  # steps 5,6 <- step 2; 7,8 <- step 6
+    # transformers 5 logs at step s the rate step s used; step 1 (before any entry) takes the first
+    assert infos[0].lr == pytest.approx(5e-4)  # steps 1-4 <- 5e-4
+    assert infos[1].lr == pytest.approx((5e-4 + 2e-4 + 2e-4 + 2e-4) / 4)  # step 5 <- step 2; 6,7,8 <- step 6
     (tmp_path / "b").mkdir()
-    paths, per_step = _fake_checkpoints(tmp_path / "b", {3}, 6, args=False)
+    paths, per_step = _fake_checkpoints(tmp_path / "b", {3}, 6)
     infos = checkpoint_schedule(_Inputs(paths))
     assert infos[0].lr_source == "optimizer" and infos[0].lr == pytest.approx(per_step[3])  # the next step's rate
     (paths[0] / "scheduler.pt").unlink()
     with caplog.at_level(logging.WARNING, logger="datablame"):
         infos = checkpoint_schedule(_Inputs(paths))
     assert infos[0].lr_source == "uniform" and infos[0].lr == 1.0 and "no learning rate" in caplog.text
+
+
+def test_rebuilt_schedule_checked_against_saved_rates(tmp_path, caplog):
+    """A training config changed after training (another peak lr) is not trusted."""
+    paths, _ = _fake_checkpoints(tmp_path, {4, 10}, 10)
+    other = TrainingConfig(learning_rate=2e-3, lr_scheduler_type="cosine", warmup_ratio=0.2)
+    with caplog.at_level(logging.WARNING, logger="datablame"):
+        infos = checkpoint_schedule(_Inputs(paths, other))
+    assert {i.lr_source for i in infos} == {"optimizer"} and "disagrees" in caplog.text
