@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from datablame.error_paths import FILE_AND_INPUT_ERRORS, as_datablame_error
 from datablame.errors import DatablameError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="git blame for model behaviour.")
@@ -22,22 +23,66 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run YAML (see `
 EXAMPLES = {"default": "run.yaml", "tinyllama": "tinyllama-patent-qa.yaml"}
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is now, not the stream that was current when logging was
+    set up: several commands in one process (tests, notebooks with CliRunner) each capture
+    stderr, and a handler holding a closed stream prints a 'Logging error' traceback."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; we always look it up
+        pass
+
+
+def _log_to_stderr() -> None:
+    # a handler some library bound to an earlier command's captured stderr (closed since)
+    # would print a 'Logging error' traceback: point it at the current one
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in lg.handlers:
+            if type(h) is logging.StreamHandler and getattr(h.stream, "closed", False):
+                h.stream = sys.stderr  # not setStream: it flushes the closed stream first
+    root = logging.getLogger()
+    if not any(isinstance(h, _CurrentStderrHandler) for h in root.handlers):
+        handler = _CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+
+
 def friendly(fn):
-    """Bad input -> one clear line on stderr and exit code 2, no traceback."""
+    """Bad input or a file problem -> one clear line on stderr and exit code 2, no traceback.
+
+    Besides DatablameError, the errors that bad files and paths raise anywhere below
+    (`as_datablame_error`: OSError, JSON/YAML/Unicode decode errors, EOFError, re.error,
+    pydantic ValidationError) are reported the same way, naming the file or field.
+    """
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        _log_to_stderr()
         try:
             return fn(*args, **kwargs)
         except DatablameError as err:
-            typer.secho(f"error: {err.problem}", fg="red", err=True)
-            if err.fix:
-                typer.secho(f"fix: {err.fix}", fg="yellow", err=True)
-            raise typer.Exit(2) from None
+            _report(err)
+        except FILE_AND_INPUT_ERRORS as err:
+            logging.getLogger("datablame").debug("reported as a one-line error", exc_info=True)
+            _report(as_datablame_error(err))
 
     return wrapper
+
+
+def _report(err: DatablameError):
+    typer.secho(f"error: {err.problem}", fg="red", err=True)
+    if err.fix:
+        typer.secho(f"fix: {err.fix}", fg="yellow", err=True)
+    raise typer.Exit(2) from None
 
 
 @app.command()

@@ -46,7 +46,12 @@ def verify(
     from datablame.config import load_config
     from datablame.errors import DatablameError
     from datablame.verify import verify as run_verify
-    from datablame.verify.common import parse_int_list, parse_names, ray_settings
+    from datablame.verify.common import (
+        parse_int_list,
+        parse_names,
+        raise_if_methods_failed,
+        ray_settings,
+    )
 
     if strategy is not None and strategy not in ("remove", "flip", "loo"):
         raise DatablameError(f"unknown strategy {strategy!r}", "use remove, flip or loo")
@@ -90,6 +95,7 @@ def verify(
     typer.echo(f"trainings: {des.get('trained')} new, {des.get('reused')} reused; wall {d['timing']['wall_s']:.0f} s")
     for kind, p in rep.paths.items():
         typer.echo(f"{kind}: {p}")
+    raise_if_methods_failed(d.get("method_errors") or {}, rep.paths)
 
 
 @app.command()
@@ -109,7 +115,7 @@ def lds(
 
     from datablame.config import load_config
     from datablame.verify import lds as run_lds
-    from datablame.verify.common import parse_names, ray_settings
+    from datablame.verify.common import parse_names, raise_if_methods_failed, ray_settings
 
     cfg = load_config(config)
     ray_cfg = ray_settings(cfg.lds.ray, num_cpus=num_cpus, address=address, serial=serial)
@@ -131,3 +137,4 @@ def lds(
     typer.echo(f"subset models: {des['trained']} trained, {des['reused']} reused; wall {d['timing']['wall_s']:.0f} s")
     for kind, p in rep.paths.items():
         typer.echo(f"{kind}: {p}")
+    raise_if_methods_failed(d.get("method_errors") or {}, rep.paths)

@@ -39,7 +39,13 @@ def parse_layers(spec: str | None) -> set[int] | None:
 def select_modules(model: nn.Module, sel: ModuleSelection) -> list[tuple[str, nn.Linear]]:
     """Linear modules matching the selection, in model order. Raises if none match."""
     layers = parse_layers(sel.layers)
-    pattern = re.compile(_LORA.pattern if sel.lora_only else sel.pattern)
+    try:
+        pattern = re.compile(_LORA.pattern if sel.lora_only else sel.pattern)
+    except re.error as err:
+        raise DatablameError(
+            f"attribution.modules.pattern {sel.pattern!r} is not a valid regular expression ({err.msg})",
+            "fix attribution.modules.pattern (a Python regex searched in module names; escape . ( [ with \\)",
+        ) from None
     chosen: list[tuple[str, nn.Linear]] = []
     for name, mod in model.named_modules():
         if not isinstance(mod, nn.Linear) or not pattern.search(name):

@@ -12,13 +12,13 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from datablame.errors import DatablameError
+from datablame.utils.io import make_temp_dir
 
 log = logging.getLogger("datablame")
 
@@ -66,14 +66,14 @@ def _convert(target: Path) -> None:
 
     src = gguf_path()
     log.info("converting %s to %s (one-off, ~15 s)", src.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, trust_remote_code=False)
     # the weights are plain float32 now; without these the copy would claim to be GGUF
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+        tmp = make_temp_dir(target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:
         raise DatablameError(
             f"cannot create the model cache in {target.parent}: {err}",
@@ -104,8 +104,8 @@ def load_smollm2(cache_dir: str | Path | None = None) -> tuple[Any, Any]:
     if not _is_complete(target):
         _convert(target)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise DatablameError(
             f"the cached SmolLM2 copy in {target} cannot be loaded ({err})",

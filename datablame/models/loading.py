@@ -23,6 +23,7 @@ import torch
 
 from datablame.config import ModelConfig
 from datablame.errors import DatablameError
+from datablame.utils.io import make_temp_dir
 
 log = logging.getLogger("datablame")
 
@@ -91,8 +92,10 @@ def _from_pretrained(name: str, key: str, dtype: torch.dtype | None = None) -> A
     target = str(path.resolve()) if path.exists() else name
     try:
         if dtype is None:
-            return AutoTokenizer.from_pretrained(target)
-        return AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+            return AutoTokenizer.from_pretrained(target, trust_remote_code=False)
+        # never run code a model directory ships (auto_map); weights load as safetensors or
+        # with torch.load(weights_only=True) in transformers 5, never unpickled
+        return AutoModelForCausalLM.from_pretrained(target, dtype=dtype, trust_remote_code=False)
     except (OSError, ValueError) as err:
         if path.exists():
             fix = f"point {key} to a directory written by save_pretrained"
@@ -194,7 +197,7 @@ def _override_tokenizer(cfg: ModelConfig, candidates: list[Path], fallback: Any 
 
     for d in candidates:
         if _has_tokenizer(d):
-            return AutoTokenizer.from_pretrained(str(d))
+            return AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
     if fallback is not None:
         return fallback
     if cfg.tokenizer or (cfg.kind == "hf" and cfg.name_or_path):
@@ -378,7 +381,7 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
                 base_path,
             )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    tmp = make_temp_dir(out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp")
     old = None
     try:
         model.save_pretrained(tmp)

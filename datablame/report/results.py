@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +110,9 @@ def write_result(result: AttributionResult, out_dir: str | Path) -> dict[str, Pa
 
 
 def load_result(path: str | Path) -> AttributionResult:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    from datablame.utils.safe_load import read_json
+
+    raw = read_json(path, what="attribution result", fix="attribute again (datablame attribute --config ...)")
     queries = [
         QueryResult(
             **{k: v for k, v in q.items() if k != "rankings"},

@@ -32,7 +32,13 @@ from datablame import __version__
 from datablame.config import RayConfig, RunConfig
 from datablame.errors import DatablameError
 from datablame.utils.io import atomic_write_json
-from datablame.verify.common import check_methods, machine_facts, method_scores, retrain_context
+from datablame.verify.common import (
+    check_methods,
+    machine_facts,
+    method_scores,
+    retrain_context,
+    with_flags,
+)
 from datablame.verify.retrain import RetrainJob
 from datablame.verify.stats import bootstrap_mean, spearman
 from datablame.verify.sweep import run_jobs
@@ -109,7 +115,7 @@ def lds(
     t0 = time.perf_counter()
     machine_start = machine_facts()
     overrides = {k: v for k, v in {"num_subsets": num_subsets, "alpha": alpha}.items() if v is not None}
-    lcfg = cfg.lds.model_validate({**cfg.lds.model_dump(), **overrides})
+    lcfg = with_flags(cfg.lds, overrides, {"num_subsets": "--subsets", "alpha": "--alpha"})
     methods = list(methods or lcfg.methods or cfg.attribution.method_names())
     check_methods(cfg, methods)
     run_dir = prepare_run_dir(cfg)

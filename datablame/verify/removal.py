@@ -40,7 +40,8 @@ from datablame.config import RayConfig, RunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
 from datablame.utils.io import atomic_save_npz, atomic_write_json
-from datablame.verify.common import machine_facts, method_scores, retrain_context
+from datablame.utils.safe_load import NPZ_UNREADABLE, read_json
+from datablame.verify.common import machine_facts, method_scores, retrain_context, with_flags
 from datablame.verify.outputs import same_output, semantic_similarity
 from datablame.verify.retrain import RetrainJob
 from datablame.verify.stats import (
@@ -81,7 +82,11 @@ def load_attribution(path: Path, corpus: Corpus) -> _Attribution:
             f"no attribution result at {path}",
             "run `datablame attribute --config ...` first, or pass --result PATH",
         )
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json(path, what="attribution result",
+                    fix="attribute again (datablame attribute --config ...), or pass --result PATH")
+    if not isinstance(raw, dict) or not isinstance(raw.get("queries"), list):
+        raise DatablameError(f"attribution result {path} is not a datablame results.json",
+                             "attribute again (datablame attribute --config ...), or pass --result PATH")
     fp = raw.get("data", {}).get("fingerprint")
     if fp and fp != corpus.fingerprint():
         raise DatablameError(
@@ -94,8 +99,13 @@ def load_attribution(path: Path, corpus: Corpus) -> _Attribution:
     scores: dict[str, np.ndarray] = {}
     npz = path.parent / "scores.npz"
     if npz.is_file():
-        with np.load(npz) as z:
-            scores = {m: z[m] for m in z.files if z[m].shape == (len(queries), len(corpus))}
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                scores = {m: z[m] for m in z.files if z[m].shape == (len(queries), len(corpus))}
+        except NPZ_UNREADABLE as err:
+            raise DatablameError(f"the attribution scores {npz} are damaged ({type(err).__name__}: {err})",
+                                 "attribute again (datablame attribute --config ...), or delete scores.npz "
+                                 "(verify then uses the ranked rows of results.json)") from None
     return _Attribution(path, queries, methods, rankings, scores)
 
 
@@ -175,7 +185,8 @@ def verify(
 
     overrides = {k: v for k, v in {"k": list(ks) if ks else None, "seeds": list(seeds) if seeds else None,
                                    "controls": controls, "strategy": strategy}.items() if v is not None}
-    vcfg = cfg.verify.model_validate({**cfg.verify.model_dump(), **overrides})
+    vcfg = with_flags(cfg.verify, overrides, {"k": "--k", "seeds": "--seeds", "controls": "--controls",
+                                              "strategy": "--strategy"})
     if vcfg.strategy == "loo":
         return leave_one_out(cfg, result_path=result_path, methods=methods, queries=queries,
                              seeds=vcfg.seeds, ray=ray, progress=progress)
