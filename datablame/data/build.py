@@ -2,11 +2,19 @@
 
 Row ids are stable across runs: the `data.id_column` value when set (duplicates are an
 error), otherwise ``"r-" + sha256(prompt + "\\x00" + completion)[:12]`` of the cleaned row.
+An id cell must be a string or an integer (written in decimal: 7 -> "7").
+
+Text columns (the template's input/output/instruction/text columns) must hold strings: a
+number, bool, list, object or bytes value is an error naming the column, how many rows hold
+one and the first of them -- it is never turned into its Python repr. CSV cells are always
+text. A null (None/NaN) cell counts as empty: with `data.cleaning.drop_empty` its row is
+dropped, and the number of such rows per column is logged as a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +22,10 @@ from datablame.config import DataConfig
 from datablame.data.clean import CleanExample, clean_examples
 from datablame.data.corpus import Corpus, Row
 from datablame.data.loaders import load_records
-from datablame.data.templates import TEMPLATE_FIELDS, as_text
+from datablame.data.templates import REQUIRED_FIELDS, TEMPLATE_FIELDS, as_text
 from datablame.errors import DatablameError
+
+log = logging.getLogger("datablame")
 
 
 def content_id(prompt: str, completion: str) -> str:
@@ -59,9 +69,57 @@ def check_columns(cfg: DataConfig, columns: list[str], where: str = "the data") 
             raise _unknown_column("data.metadata_columns", col, columns, where)
 
 
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "list", tuple: "list", bool: "bool", int: "number", float: "number",
+            bytes: "bytes"}.get(type(value), type(value).__name__)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # None or NaN
+
+
+def check_text_columns(records: list[dict[str, Any]], cfg: DataConfig, where: str) -> None:
+    """Refuse non-text cells in the template's columns; warn about null/empty required cells."""
+    required = REQUIRED_FIELDS[cfg.template]
+    for field, (key, col) in template_columns(cfg).items():
+        bad = [(i, rec.get(col)) for i, rec in enumerate(records)
+               if not _is_null(rec.get(col)) and not isinstance(rec.get(col), str)]
+        if bad:
+            i, value = bad[0]
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            kinds = sorted({_type_name(v) for _, v in bad})
+            raise DatablameError(
+                f"column {col!r} ({key}) of {where} must hold text, but {len(bad)} of {len(records)} rows hold "
+                f"{'/'.join(kinds)} values; the first is row {i + 1} (counting from 1): {_type_name(value)} {shown}.",
+                f"convert column {col!r} to strings before loading (e.g. pandas `df[{col!r}] = "
+                f"df[{col!r}].astype(str)`, or json.dumps for nested values), or set {key} to a text column",
+            )
+        if field in required:
+            empty = sum(1 for rec in records if not as_text(rec.get(col)).strip())
+            if empty:
+                what = "dropped (data.cleaning.drop_empty)" if cfg.cleaning.drop_empty else "kept (drop_empty is off)"
+                log.warning("%d of %d rows of %s have a null or empty %r (%s): %s", empty, len(records), where,
+                            col, key, what)
+
+
+def _id_text(value: Any, column: str, row: int) -> str:
+    """An id cell as text: strings as they are (stripped), integers in decimal, null as ""."""
+    if _is_null(value):
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DatablameError(
+        f"row {row + 1} (counting from 1) has a {_type_name(value)} id {value!r} in column {column!r} "
+        "(data.id_column); ids must be strings or integers.",
+        f"convert column {column!r} to strings or integers, or set data.id_column: null to use content hashes",
+    )
+
+
 def _assign_ids(kept: list[CleanExample], records: list[dict[str, Any]], cfg: DataConfig) -> list[str]:
     if cfg.id_column:
-        ids = [as_text(records[ex.index].get(cfg.id_column)).strip() for ex in kept]
+        ids = [_id_text(records[ex.index].get(cfg.id_column), cfg.id_column, ex.index) for ex in kept]
         first: dict[str, int] = {}
         for ex, rid in zip(kept, ids, strict=True):
             if not rid:
@@ -92,13 +150,10 @@ def build_corpus(cfg: DataConfig) -> Corpus:
         from datablame.data.synthetic import make_planted
 
         return make_planted(cfg.planted).corpus
-    if cfg.num_samples is not None and cfg.num_samples < 1:
-        raise DatablameError(
-            f"data.num_samples is {cfg.num_samples}.", "set data.num_samples to 1 or more, or null for all"
-        )
     records, columns = load_records(cfg)
     where = str(cfg.path)
     check_columns(cfg, columns, where)
+    check_text_columns(records, cfg, where)
     colmap = template_columns(cfg)
     examples = [
         {field: as_text(rec.get(col)) for field, (_, col) in colmap.items()} for rec in records

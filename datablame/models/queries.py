@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from datablame.data.corpus import Query
+from datablame.data.queries import assign_ids
 from datablame.errors import DatablameError
 from datablame.models.tokenize import Encoded, encode_pairs
 
@@ -60,7 +61,7 @@ def prepare_queries(
         gens = generate_completions(model, tokenizer, [queries[i].prompt for i in todo], max_new_tokens)
         for i, g in zip(todo, gens, strict=True):
             done[i] = queries[i].with_completion(g)
-    done = [q if q.query_id else Query(q.prompt, q.completion, f"q{i}", q.metadata) for i, q in enumerate(done)]
+    done = assign_ids(done)  # q<position> for queries without an id, never one already taken
     enc = encode_pairs(
         tokenizer, [q.prompt for q in done], [q.completion or "" for q in done],
         max_length=10**9, loss_on=loss_on, add_eos=False,

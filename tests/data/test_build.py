@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from data_rows import write_jsonl
+from pydantic import ValidationError
 
 from datablame.config import CleaningConfig
 from datablame.data import build_corpus
@@ -118,7 +119,7 @@ def test_num_samples(tmp_path, make_cfg, rows):
     corpus = build_corpus(make_cfg(p, num_samples=2))
     assert [r.completion for r in corpus] == [" 4", " Paris"]
     assert corpus.report["dropped_num_samples"] == 1 and corpus.report["kept"] == 2
-    with pytest.raises(DatablameError, match="num_samples"):
+    with pytest.raises(ValidationError, match="num_samples"):  # refused when the config is read
         build_corpus(make_cfg(p, num_samples=0))
 
 
