@@ -27,6 +27,10 @@ def test_store_ranking_equals_direct(indexed_run):
     inputs, _ = api.prepare_inputs(cfg)
     assert "feature_store" in inputs.cache
     assert np.isfinite(inputs.cache["store_row_losses"]).all()
+    from datablame.methods import gradient_features
+    from datablame.store.rows import StoreRows
+
+    assert isinstance(gradient_features(inputs).rows, StoreRows)  # streamed from the shards, never loaded whole
     api.attribute(cfg)
     from_store = np.load(outcome.run_dir / "attribution" / "scores.npz")["grad_cosine"]
     assert not np.array_equal(from_store, direct), "scores must come from the fp16 store"

@@ -34,6 +34,7 @@ import torch
 from datablame.errors import DatablameError
 from datablame.methods.base import AttributionInputs, Method, register
 from datablame.methods.grad_align import gradient_features
+from datablame.store.rows import row_blocks
 
 
 def block_damping(rows: torch.Tensor, lambda_scale: float) -> float:
@@ -77,11 +78,36 @@ class DataInf(Method):
         gradient_features(inputs)
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
+        """`datainf_block_scores` summed over modules, streamed over blocks of rows (a feature
+        store's rows are never loaded whole): pass 1 sums ‖g_il‖² for λ_l, pass 2 accumulates
+        each query's inverse-HVP Σ_i c_il (v_l·g_il) g_il, pass 3 dots it with every row."""
         g = gradient_features(inputs)
-        out = torch.zeros(len(g.queries), len(g.rows), dtype=torch.float64)
-        for rb, qb in zip(g.blocks(g.rows), g.blocks(g.queries), strict=True):
-            rows = rb.flatten(1)
-            for start in range(0, len(qb), self.query_chunk):
-                chunk = qb[start : start + self.query_chunk].flatten(1)
-                out[start : start + len(chunk)] += datainf_block_scores(rows, chunk, self.lambda_scale)
+        n, q_feats = len(g.rows), g.queries.to(torch.float32)
+        spans, start = [], 0
+        for _, o, i in g.shapes:
+            spans.append((start, start + o * i))
+            start += o * i
+        sq = torch.zeros(len(spans), dtype=torch.float64)
+        for _, b in row_blocks(g.rows):
+            for m, (s, e) in enumerate(spans):
+                sq[m] += (b[:, s:e].double() ** 2).sum()
+        lams = [self.lambda_scale * float(sq[m]) / max(n, 1) / (e - s) for m, (s, e) in enumerate(spans)]
+        # float32 sums, as `datainf_block_scores` (bit-identical to it when the rows fit one block)
+        acc = [torch.zeros(len(q_feats), e - s, dtype=torch.float32) for s, e in spans]
+        for _, b in row_blocks(g.rows):
+            for m, (s, e) in enumerate(spans):
+                if lams[m] <= 0.0:  # every row gradient is zero in this module: no influence
+                    continue
+                rows = b[:, s:e]
+                c = 1.0 / (lams[m] + (rows.double() ** 2).sum(dim=1))
+                for q0 in range(0, len(q_feats), self.query_chunk):
+                    v = q_feats[q0 : q0 + self.query_chunk, s:e]
+                    coef = ((v @ rows.T).double() * c[None, :]).to(rows.dtype)
+                    acc[m][q0 : q0 + len(v)] += coef @ rows
+        ihvp = [q_feats[:, s:e] / lam - a / (n * lam) for (s, e), lam, a in zip(spans, lams, acc, strict=True)]
+        out = torch.zeros(len(q_feats), n, dtype=torch.float64)
+        for r0, b in row_blocks(g.rows):
+            for m, (s, e) in enumerate(spans):
+                if lams[m] > 0.0:
+                    out[:, r0 : r0 + len(b)] += (ihvp[m] @ b[:, s:e].T).double()
         return out.numpy()

@@ -17,6 +17,7 @@ import torch
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
 from datablame.methods.base import AttributionInputs, Method, register
 from datablame.models.tokenize import Encoded
+from datablame.store.rows import StoreRows, dot_scores
 from datablame.utils.io import sha256_strings
 
 
@@ -29,7 +30,7 @@ class GradFeatures:
     completion-token NLL (nats) w.r.t. that layer's weight, projected.
     """
 
-    rows: torch.Tensor  # [R, D] float32
+    rows: torch.Tensor | StoreRows  # [R, D] float32 (StoreRows: read block by block from a feature store)
     queries: torch.Tensor  # [Q, D] float32
     row_losses: torch.Tensor  # [R]
     query_losses: torch.Tensor  # [Q]
@@ -77,9 +78,11 @@ def featurize_range(inputs: AttributionInputs, start: int, stop: int) -> tuple[t
 def gradient_features(inputs: AttributionInputs) -> GradFeatures:
     """Features of the training rows and queries; computed once per run and cached.
 
-    With a feature store attached (`inputs.cache["feature_store"]`, opened and identity-checked
-    by the API from `datablame index`), row features are read from it (fp16 on disk, so scores
-    agree with direct computation to ~1e-3 relative) and only the queries are featurized.
+    With a feature store attached (`inputs.cache["feature_store"]`, opened, identity-checked
+    and hash-verified by the API from `datablame index`), row features are read from it (fp16
+    on disk, so scores agree with direct computation to ~1e-3 relative) and only the queries
+    are featurized. The rows are then a `StoreRows`: never loaded whole, read one block at a
+    time by the scoring code (`row_blocks`, `dot_scores`), so memory stays bounded by a block.
     """
     key = "grad_features"
     if key not in inputs.cache:
@@ -88,7 +91,7 @@ def gradient_features(inputs: AttributionInputs) -> GradFeatures:
         pad = inputs.tokenizer.pad_token_id or 0
         store = inputs.cache.get("feature_store")
         if store is not None:
-            rows = torch.from_numpy(store.load_all(np.float32))
+            rows = StoreRows(store)
             row_losses = torch.as_tensor(inputs.cache.get("store_row_losses", np.full(len(rows), np.nan)), dtype=torch.float32)
         else:
             rows, row_losses = feat.featurize(inputs.rows, cfg.batch_size, pad, desc="training-row gradients")
@@ -105,8 +108,7 @@ class GradDot(Method):
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
         g = gradient_features(inputs)
-        rows, queries = g.rows, g.queries
-        return (queries.double() @ rows.double().T).numpy()
+        return dot_scores(g.queries, g.rows)
 
 
 @register
@@ -117,7 +119,4 @@ class GradCosine(Method):
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
         g = gradient_features(inputs)
-        rows, queries = g.rows, g.queries
-        r = torch.nn.functional.normalize(rows.double(), dim=1)
-        q = torch.nn.functional.normalize(queries.double(), dim=1)
-        return (q @ r.T).numpy()
+        return dot_scores(g.queries, g.rows, normalize=True)

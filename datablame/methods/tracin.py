@@ -31,6 +31,7 @@ from datablame.methods.checkpoint_features import (
     checkpoint_features,
     select_checkpoints,
 )
+from datablame.store.rows import dot_scores
 
 WEIGHTINGS = ("lr", "lr_x_steps", "uniform")
 
@@ -65,5 +66,5 @@ class TracIn(Method):
         total = torch.zeros(len(inputs.query_rows), len(inputs.rows), dtype=torch.float64)
         for info in infos:
             g = checkpoint_features(inputs, info)
-            total += checkpoint_weight(info, self.weighting) * (g.queries.double() @ g.rows.double().T)
+            total += checkpoint_weight(info, self.weighting) * torch.from_numpy(dot_scores(g.queries, g.rows))
         return total.numpy()

@@ -53,6 +53,7 @@ from datablame.methods.checkpoint_features import (
 )
 from datablame.methods.grad_align import GradFeatures, gradient_features
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
+from datablame.store.rows import StoreRows, row_blocks
 
 log = logging.getLogger("datablame")
 
@@ -168,10 +169,12 @@ class Trak(Method):
 
     def _phi(self, g: GradFeatures, inputs: AttributionInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Φ rows, φ queries, Q rows) of one model."""
-        rows, queries = g.rows.double(), g.queries.double()
-        if self.proj_dim is not None and self.proj_dim < rows.shape[1]:
-            rows = dense_projection(rows, self.proj_dim, self.seed)
+        queries = g.queries.double()
+        if self.proj_dim is not None and self.proj_dim < queries.shape[1]:  # row by row: blocks of a store
+            rows = torch.cat([dense_projection(b, self.proj_dim, self.seed) for _, b in row_blocks(g.rows)])
             queries = dense_projection(queries, self.proj_dim, self.seed)
+        else:  # TRAK's kernel needs every Φ row at once (use proj_dim to bound it)
+            rows = (g.rows.materialize() if isinstance(g.rows, StoreRows) else g.rows).double()
         if self.output == "logprob":  # f = -ℓ: ∇f = -g, Q = 1
             return -rows, -queries, torch.ones(len(rows), dtype=torch.float64)
         row_losses = g.row_losses

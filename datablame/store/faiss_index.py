@@ -32,7 +32,7 @@ from datablame.store.search import (
     iter_blocks,
     source_shape,
 )
-from datablame.utils.io import atomic_write_json
+from datablame.utils.io import atomic_write_json, file_mode
 
 Kind = Literal["flat", "ivf", "ivfpq"]
 
@@ -86,6 +86,7 @@ class FaissIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would ignore the umask
         try:
             _faiss().write_index(self.index, tmp)
             os.replace(tmp, path)

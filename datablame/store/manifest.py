@@ -23,8 +23,9 @@ MANIFEST = "manifest.json"
 ROW_IDS = "row_ids.json"
 DTYPE = "float16"
 # Files this package owns in a store directory (overwrite/cleanup never touches others).
-OWNED_GLOBS = ("shard-*.npy", "norms-*.npy", MANIFEST, ROW_IDS)
-TEMP_GLOBS = (".shard-*.tmp", ".norms-*.tmp", f".{MANIFEST}.*.tmp", f".{ROW_IDS}.*.tmp")
+VERIFIED = "verified.json"  # shard verification cache (datablame.store.integrity)
+OWNED_GLOBS = ("shard-*.npy", "norms-*.npy", MANIFEST, ROW_IDS, VERIFIED)
+TEMP_GLOBS = (".shard-*.tmp", ".norms-*.tmp", f".{MANIFEST}.*.tmp", f".{ROW_IDS}.*.tmp", f".{VERIFIED}.*.tmp")
 
 # How a differing identity key reads in an error message.
 _KEY_PHRASES = {
@@ -120,24 +121,60 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+REBUILD_FIX = "rebuild the store: `datablame index --config <run.yaml> --overwrite` (or build_store(..., overwrite=True))."
+_INT_KEYS = ("dim", "shard_size", "n_rows")
+_SHARD_KEYS = {"index": int, "start": int, "stop": int, "file": str, "norms": str, "sha256": str, "norms_sha256": str}
+
+
+def _manifest_problem(m: Any) -> str | None:
+    """What is wrong with a decoded manifest's structure, or None."""
+    if not isinstance(m, dict):
+        return f"it holds a JSON {type(m).__name__}, not an object"
+    for key in (*_INT_KEYS, "row_ids_sha256", "identity", "segments", "shards"):
+        if key not in m:
+            return f"the key {key!r} is missing"
+    for key in _INT_KEYS:
+        if isinstance(m[key], bool) or not isinstance(m[key], int) or m[key] < (0 if key == "n_rows" else 1):
+            return f"{key} is {m[key]!r}, not a positive integer"
+    if not isinstance(m["identity"], dict) or not isinstance(m["row_ids_sha256"], str):
+        return "identity or row_ids_sha256 has the wrong type"
+    if not isinstance(m["segments"], list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in m["segments"]):
+        return "segments is not a list of integers"
+    if not isinstance(m["shards"], list):
+        return "shards is not a list"
+    for n, e in enumerate(m["shards"]):
+        if not isinstance(e, dict):
+            return f"shards[{n}] is not an object"
+        for key, typ in _SHARD_KEYS.items():
+            if not isinstance(e.get(key), typ) or isinstance(e.get(key), bool):
+                return f"shards[{n}].{key} is missing or not a {typ.__name__}"
+        # file names come from the manifest: only this store's own names, never a path elsewhere
+        if e["file"] != shard_file(e["index"]) or e["norms"] != norms_file(e["index"]):
+            return f"shards[{n}] names files {e['file']!r}/{e['norms']!r}, not this store's own"
+        if not 0 <= e["start"] < e["stop"] <= m["n_rows"]:
+            return f"shards[{n}] covers rows {e['start']}-{e['stop']}, outside 0-{m['n_rows']}"
+    return None
+
+
 def read_manifest(path: Path) -> dict[str, Any] | None:
-    """The manifest of the store at `path`, or None when there is none yet."""
+    """The manifest of the store at `path`, or None when there is none yet. A manifest that is
+    not JSON or lacks what the store needs is refused with a message naming the file."""
     mpath = path / MANIFEST
     if not mpath.is_file():
         return None
     try:
         m = json.loads(mpath.read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise DatablameError(
-            f"manifest of the store at {path} is unreadable ({e}).",
-            "delete the store directory (or build with overwrite=True) and rebuild it.",
-        ) from e
-    version = m.get("format_version")
-    if version != FORMAT_VERSION:
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DatablameError(f"{mpath} (the feature store's manifest) is unreadable ({type(e).__name__}: {e}).", REBUILD_FIX) from None
+    version = m.get("format_version") if isinstance(m, dict) else None
+    if isinstance(m, dict) and "format_version" in m and version != FORMAT_VERSION:
         raise DatablameError(
             f"store at {path} has format_version {version}; this datablame reads {FORMAT_VERSION}.",
-            "rebuild the store with this version (`datablame index`, or build_store(overwrite=True)).",
+            "rebuild the store with this version (`datablame index --config <run.yaml> --overwrite`, or build_store(overwrite=True)).",
         )
+    problem = _manifest_problem(m) if version == FORMAT_VERSION else "the key 'format_version' is missing"
+    if problem is not None:
+        raise DatablameError(f"{mpath} (the feature store's manifest) is malformed: {problem}.", REBUILD_FIX)
     return m
 
 

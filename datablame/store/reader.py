@@ -16,6 +16,7 @@ import torch
 
 from datablame.errors import DatablameError
 from datablame.store import manifest as mf
+from datablame.store.integrity import REPAIR_FIX, verify_shards
 from datablame.utils.io import sha256_strings
 
 _RESUME_FIX = "rerun the build with the same arguments (`datablame index` / build_store): it resumes and recomputes only that shard."
@@ -49,6 +50,8 @@ class FeatureStore:
                 ids = json.loads(p.read_text("utf-8"))
             except (OSError, ValueError) as e:
                 raise DatablameError(f"row ids of the store at {self.path} are missing or unreadable ({e}).", _RESUME_FIX) from e
+            if not isinstance(ids, list) or not all(isinstance(r, str) for r in ids):
+                raise DatablameError(f"{p} is not a list of row ids.", _RESUME_FIX)
             if len(ids) < self.n_rows:
                 raise DatablameError(f"{p} lists {len(ids)} rows but the store holds {self.n_rows}.", _RESUME_FIX)
             self._row_ids = ids[: self.n_rows]
@@ -58,17 +61,16 @@ class FeatureStore:
         i = entry["index"]
         if i not in self._mmaps:
             rows = entry["stop"] - entry["start"]
-            try:
-                arr = np.load(self.path / entry["file"], mmap_mode="r")
-                norms = np.load(self.path / entry["norms"])
-            except (OSError, ValueError) as e:
-                raise DatablameError(f"shard {i} ({entry['file']}) of the store at {self.path} is missing or unreadable ({type(e).__name__}).", _RESUME_FIX) from e
-            if arr.shape != (rows, self.dim) or arr.dtype != np.float16 or norms.shape != (rows,):
-                raise DatablameError(
-                    f"shard {i} ({entry['file']}) of the store at {self.path} has shape {arr.shape} {arr.dtype}; "
-                    f"expected ({rows}, {self.dim}) float16.",
-                    _RESUME_FIX,
-                )
+            arr = _load_npy(self.path, entry, entry["file"], mmap=True)
+            norms = _load_npy(self.path, entry, entry["norms"], mmap=False)
+            for name, a, dtypes, shape in ((entry["file"], arr, (np.float16,), (rows, self.dim)),
+                                           (entry["norms"], norms, (np.float32,), (rows,))):
+                if a.shape != shape or a.dtype not in dtypes:
+                    raise DatablameError(
+                        f"{self.path / name} (shard {i} of the feature store) holds {a.dtype} {a.shape}; "
+                        f"expected {np.dtype(dtypes[0])} {shape}.",
+                        REPAIR_FIX,
+                    )
             self._mmaps[i] = (arr, norms.astype(np.float32, copy=False))
         return self._mmaps[i]
 
@@ -93,20 +95,26 @@ class FeatureStore:
                 block[...] = arr
         return out
 
-    def verify(self) -> None:
-        """Recompute every shard's sha256 (and the row ids' hash); raise on the first mismatch."""
-        for entry in self.shards:
-            for name, key in ((entry["file"], "sha256"), (entry["norms"], "norms_sha256")):
-                p = self.path / name
-                if not p.is_file():
-                    raise DatablameError(f"shard {entry['index']} ({name}, rows {entry['start']}-{entry['stop']}) of the store at {self.path} is missing.", _RESUME_FIX)
-                if mf.file_sha256(p) != entry.get(key):
-                    raise DatablameError(
-                        f"shard {entry['index']} ({name}, rows {entry['start']}-{entry['stop']}) of the store at {self.path} is corrupted (sha256 mismatch).",
-                        _RESUME_FIX,
-                    )
+    def verify(self, cached: bool = False) -> int:
+        """Check every shard's sha256 (and the row ids' hash) against the manifest; raise on the
+        first mismatch, naming the file. With `cached`, files whose (size, mtime, ctime) match
+        `verified.json` are not re-hashed (datablame.store.integrity). Returns files hashed."""
+        hashed = verify_shards(self.path, self.shards, use_cache=cached)
         if sha256_strings(self.row_ids) != self.manifest.get("row_ids_sha256"):
-            raise DatablameError(f"row_ids.json of the store at {self.path} does not match its manifest.", _RESUME_FIX)
+            raise DatablameError(f"{self.path / mf.ROW_IDS} does not match the feature store's manifest.", REPAIR_FIX)
+        return hashed
+
+
+def _load_npy(path: Path, entry: dict[str, Any], name: str, *, mmap: bool) -> np.ndarray:
+    """np.load of one shard file; an empty, truncated or garbled file is a DatablameError
+    naming it (np.load raises EOFError on an empty file, ValueError on a bad header)."""
+    try:
+        return np.load(path / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        what = "missing"
+    except (OSError, ValueError, EOFError, SyntaxError) as e:
+        what = f"unreadable ({type(e).__name__}: {e})"
+    raise DatablameError(f"{path / name} (shard {entry['index']} of the feature store, rows {entry['start']}-{entry['stop']}) is {what}.", REPAIR_FIX)
 
 
 def readonly_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -118,9 +126,10 @@ def readonly_tensor(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def open_store(path: str | Path, *, expect_identity: dict | None = None, verify: bool = False) -> FeatureStore:
+def open_store(path: str | Path, *, expect_identity: dict | None = None, verify: bool | str = False) -> FeatureStore:
     """Open the complete store at `path`; with `expect_identity`, refuse features from
-    another model/data/projection; with `verify`, re-hash every shard first."""
+    another model/data/projection; with `verify=True`, re-hash every shard first; with
+    `verify="cached"`, hash only shards not verified since their file last changed."""
     path = Path(path)
     m = mf.read_manifest(path) if path.is_dir() else None
     if m is None:
@@ -138,5 +147,5 @@ def open_store(path: str | Path, *, expect_identity: dict | None = None, verify:
         mf.check_identity(path, m["identity"], expect_identity, "rebuild the store for this model/data (`datablame index` with a new store path), or open the matching store.")
     store = FeatureStore(path, m)
     if verify:
-        store.verify()
+        store.verify(cached=verify == "cached")
     return store

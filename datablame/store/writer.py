@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
 from datablame.store import manifest as mf
-from datablame.utils.io import atomic_write_json, sha256_strings
+from datablame.store.integrity import remember
+from datablame.utils.io import atomic_write_json, file_mode, sha256_strings
 
 Featurize = Callable[[int, int], "np.ndarray | torch.Tensor"]
 _FP16_MAX = 65504.0
@@ -47,6 +48,7 @@ def _atomic_save_npy(path: Path, arr: np.ndarray) -> str:
     """np.save to a temp name in the same directory, fsync, rename; returns the sha256."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would ignore the umask
         with os.fdopen(fd, "wb") as fh:
             w = _HashingWriter(fh)
             np.lib.format.write_array(w, np.ascontiguousarray(arr), allow_pickle=False)
@@ -169,6 +171,8 @@ def _fill(
             entry = {"index": index, "file": mf.shard_file(index), "norms": mf.norms_file(index), "start": start, "stop": stop}
             entry["sha256"] = _atomic_save_npy(path / entry["file"], feats.to(torch.float16).numpy())
             entry["norms_sha256"] = _atomic_save_npy(path / entry["norms"], norms)
+            # hashed while written: `attribute` need not re-hash these bytes (verified.json)
+            remember(path, {entry["file"]: entry["sha256"], entry["norms"]: entry["norms_sha256"]})
             m["shards"] = sorted([*m["shards"], entry], key=lambda e: e["start"])
             mf.write_manifest(path, m)
             rows += stop - start
