@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datablame import __version__
 from datablame.config import RunConfig
 from datablame.data import build_corpus, make_planted
 from datablame.data.corpus import Corpus, Query
+from datablame.data.queries import config_queries, resolve_queries
 from datablame.errors import DatablameError
 from datablame.methods import AttributionInputs, get_method
 from datablame.methods.grad_align import featurize_range, featurizer_for, store_identity
@@ -27,7 +27,7 @@ from datablame.models.loading import LoadedModel, save_model
 from datablame.models.queries import prepare_queries
 from datablame.models.tokenize import Encoded, encode_pairs
 from datablame.report import AttributionResult, build_result, write_result
-from datablame.runs import prepare_run_dir
+from datablame.runs import check_model_data, prepare_run_dir, record_training_data
 from datablame.train import finetune, list_checkpoints
 from datablame.utils.io import atomic_save_npy, atomic_save_npz, atomic_write_json, seed_everything
 
@@ -64,13 +64,19 @@ def _model_dir(run_dir: Path) -> Path:
 
 
 def train(cfg: RunConfig, corpus: Corpus | None = None) -> LoadedModel:
-    """Fine-tune (or reuse the finished fine-tune of this run directory) and return the model."""
-    run_dir = prepare_run_dir(cfg)
+    """Fine-tune (or reuse the finished fine-tune of this run directory) and return the model.
+
+    The model, its checkpoints and (tiny models) its base are tied to the data they were
+    trained on (`<run>/model/fingerprint.json`): when the data changed since, the run is
+    refused (or moved aside with `output.overwrite: true`), never reused or resumed."""
     corpus = corpus or load_corpus(cfg)[0]
+    data_fp = corpus.fingerprint()
+    run_dir = prepare_run_dir(cfg, data_fingerprint=data_fp)
     final = _model_dir(run_dir) / "final"
     if final.is_dir():
         log.info("reusing trained model %s", final)
         return load_model(cfg.model, path_override=str(final), seed=cfg.seed)
+    record_training_data(run_dir, cfg, data_fp, len(corpus))  # before any checkpoint exists
     seed_everything(cfg.seed)
     base = load_model(cfg.model, tokenizer_texts=[r.text for r in corpus], seed=cfg.seed)
     if cfg.model.kind == "tiny":
@@ -95,24 +101,8 @@ def train(cfg: RunConfig, corpus: Corpus | None = None) -> LoadedModel:
 
 
 def _config_queries(cfg: RunConfig) -> list[Query]:
-    a = cfg.attribution
-    qs = [Query(q.prompt, q.completion, q.query_id or "") for q in a.queries]
-    if a.queries_file:
-        path = Path(a.queries_file)
-        if not path.is_file():
-            raise DatablameError(f"queries file {path} does not exist", "fix attribution.queries_file")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                qs.append(Query(d["prompt"], d.get("completion"), str(d.get("query_id", ""))))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DatablameError(
-                    f"line {n} of {path} is not a JSON object with a 'prompt'",
-                    'write one {"prompt": ..., "completion": ...} object per line',
-                ) from None
-    return qs
+    """attribution.queries + attribution.queries_file, checked (see datablame.data.queries)."""
+    return config_queries(cfg.attribution)
 
 
 def _attribution_model(cfg: RunConfig, run_dir: Path) -> LoadedModel:
@@ -131,6 +121,15 @@ def _attribution_model(cfg: RunConfig, run_dir: Path) -> LoadedModel:
     if cfg.model.kind == "tiny":
         raise DatablameError("an untrained tiny model has nothing to attribute", "enable training")
     return load_model(cfg.model, seed=cfg.seed)
+
+
+def _check_run_model_data(cfg: RunConfig, run_dir: Path, corpus: Corpus, loaded: LoadedModel | None) -> None:
+    """The run's own model (final or one of its checkpoints) must have been trained on this
+    data: otherwise attribution would blame rows it never saw (a model passed in is the caller's)."""
+    ck = cfg.attribution.checkpoint
+    if loaded is not None or (ck and not Path(ck).resolve().is_relative_to(_model_dir(run_dir).resolve())):
+        return
+    check_model_data(cfg, run_dir, corpus.fingerprint())
 
 
 def evaluate_against_truth(
@@ -162,7 +161,8 @@ def prepare_inputs(
     run_dir = prepare_run_dir(cfg)
     built_corpus, builtin_queries, truth = load_corpus(cfg)
     corpus = corpus or built_corpus
-    queries = (_config_queries(cfg) or builtin_queries) if queries else []
+    queries = resolve_queries(cfg, builtin_queries) if queries else []  # none at all: refused here
+    _check_run_model_data(cfg, run_dir, corpus, loaded)
     loaded = loaded or _attribution_model(cfg, run_dir)
     seed_everything(cfg.seed)
     if queries:
@@ -184,6 +184,7 @@ def prepare_inputs(
         checkpoints=list_checkpoints(_model_dir(run_dir)),
         base_model=base if base.is_dir() else None,
         run_dir=run_dir,
+        training=cfg.training,
     )
     inputs.cache["model_info"] = {"source": loaded.source, "fingerprint": loaded.fingerprint}
     inputs.cache["generated"] = [q.completion is None for q in queries]
@@ -202,9 +203,10 @@ def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: 
     if not cfg.attribution.store.enabled or not (path / "manifest.json").is_file():
         return
     from datablame.store import open_store
+    from datablame.store.manifest import read_manifest
 
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    if not manifest.get("complete"):
+    manifest = read_manifest(path)  # a corrupt manifest is a message naming it, not a traceback
+    if manifest is None or not manifest.get("complete"):
         log.warning("feature store %s is incomplete; computing gradients directly "
                     "(rerun `datablame index` to finish it)", path)
         return
@@ -215,15 +217,27 @@ def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: 
             f"{err.problem} (the run's model, data or projection changed since `datablame index`)",
             "rebuild it: `datablame index --config <run.yaml> --overwrite`, or set attribution.store.enabled: false",
         ) from None
+    # every shard's sha256 is checked before any row is used (cached by file stamp in verified.json)
+    store.verify(cached=True)
     inputs.cache["feature_store"] = store
     inputs.cache["store_row_losses"] = _load_row_losses(path, len(store))
 
 
 def _load_row_losses(path: Path, n: int) -> np.ndarray:
+    """Per-row losses saved by `datablame index` (NaN where absent); an unreadable file is a
+    message naming it (they are not hashed: a method needing losses recomputes NaN ones)."""
     out = np.full(n, np.nan, dtype=np.float32)
     for f in (path / "row_losses").glob("*.npy"):
-        start, stop = (int(x) for x in f.stem.split("-"))
-        out[start:stop] = np.load(f)
+        try:
+            start, stop = (int(x) for x in f.stem.split("-"))
+            part = np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError, SyntaxError) as e:
+            raise DatablameError(f"{f} (row losses of the feature store) is unreadable ({type(e).__name__}: {e}).",
+                                 f"delete {f.parent} and rerun `datablame index --config <run.yaml> --overwrite`.") from None
+        if not 0 <= start < stop <= n or part.shape != (stop - start,):
+            raise DatablameError(f"{f} (row losses of the feature store) holds {part.shape} values for rows {start}-{stop} of {n}.",
+                                 f"delete {f.parent} and rerun `datablame index --config <run.yaml> --overwrite`.")
+        out[start:stop] = part
     return out
 
 
@@ -338,6 +352,8 @@ def attribute(
     methods = methods or cfg.attribution.method_names()
     for name in methods:  # fail on a typo or a bad option before any model is loaded
         get_method(name, **cfg.attribution.options.get(name, {}))
+    if cfg.data.source not in ("planted", "hops"):  # and on missing or malformed queries
+        resolve_queries(cfg)
     cascade_on = cfg.attribution.retrieval.enabled
     if cascade_on:
         from datablame.retrieval.candidates import check_cascade_request
@@ -383,20 +399,41 @@ def attribute(
         result.retrieval = retrieval
     if truth:
         result.evaluation = evaluate_against_truth(inputs.corpus, inputs.queries, scores, truth, cfg.attribution.top_k)
-    out_dir = inputs.run_dir / "attribution"
-    paths = write_result(result, out_dir)
-    atomic_save_npz(out_dir / "scores.npz", scores)
-    if len(scores) > 1:
-        from datablame.report.compare import write_comparison
+    return result, _write_outputs(cfg, inputs, result, scores)
 
-        paths.update(write_comparison(scores, cfg.attribution.top_k, out_dir))
-    return result, paths
+
+def _write_outputs(cfg: RunConfig, inputs: AttributionInputs, result: AttributionResult,
+                   scores: dict[str, np.ndarray]) -> dict[str, Path]:
+    """results.json (with the data, model and store it came from), md, html, scores.npz and the
+    comparison: all written before the previous result moves to `attribution/history/<time>/`."""
+    from datablame.report.history import publish_results, store_provenance
+    from datablame.runs import trained_data_fingerprint
+
+    if not cfg.attribution.checkpoint and inputs.run_dir is not None:
+        result.model["trained_on_data"] = trained_data_fingerprint(inputs.run_dir)
+    store = inputs.cache.get("feature_store")
+    result.data["store"] = store_provenance(store) if store is not None else None
+
+    def write(staging: Path) -> dict[str, Path]:
+        paths = write_result(result, staging)
+        paths["scores"] = atomic_save_npz(staging / "scores.npz", scores)
+        if len(scores) > 1:
+            from datablame.report.compare import write_comparison
+
+            paths.update(write_comparison(scores, cfg.attribution.top_k, staging))
+        return paths
+
+    paths, previous = publish_results(inputs.run_dir / "attribution", write)
+    if previous is not None:
+        paths["previous_results"] = previous
+    return paths
 
 
 def run(cfg: RunConfig) -> RunOutcome:
     """The whole pipeline: corpus -> (fine-tune) -> attribute -> report."""
-    run_dir = prepare_run_dir(cfg)
-    corpus = load_corpus(cfg)[0]
+    corpus, builtin_queries, _ = load_corpus(cfg)
+    resolve_queries(cfg, builtin_queries)  # refuse missing or malformed queries before training
+    run_dir = prepare_run_dir(cfg, data_fingerprint=corpus.fingerprint() if cfg.training.enabled else None)
     loaded = train(cfg, corpus) if cfg.training.enabled else None
     result, paths = attribute(cfg, corpus=corpus, loaded=loaded)
     return RunOutcome(run_dir, corpus, result, paths)

@@ -47,6 +47,7 @@ from datablame.errors import DatablameError
 from datablame.methods.base import AttributionInputs, Method
 from datablame.methods.grad_align import GradFeatures, featurizer_for, gradient_features
 from datablame.models.tokenize import Encoded
+from datablame.store.rows import StoreRows, block_rows_for
 from datablame.utils.io import sha256_strings
 
 log = logging.getLogger("datablame")
@@ -132,7 +133,9 @@ def fit_preconditioner(
                 log.info("reusing %s factors from %s", kind, path)
                 inputs.cache[mem_key] = pre
                 return pre
-            log.info("curvature factors in %s were fitted for another model/data/projection; refitting", path)
+            changed = [k for k in identity if saved.get(k) != identity[k]] or ["model/data/projection"]
+            log.info("curvature factors in %s were fitted for another %s (changed since); refitting",
+                     path, ", ".join(changed))
     fit_idx = _fit_indices(len(inputs.rows), fit_rows, seed)
     meta = {"fisher": fisher, "fit_rows": len(inputs.rows) if fit_idx is None else len(fit_idx)}
     shapes = featurizer_for(inputs).shapes
@@ -199,10 +202,12 @@ class ProjectedInfluence(Method):
             self.fit(inputs)
         g = gradient_features(inputs)
         pre = self.preconditioner
-        scores = pre.scores(g.queries, g.rows, self.damping, self.damping_scale)
+        # rows are read one block at a time (a feature store's rows are never loaded whole)
+        block = block_rows_for(g.queries.shape[1]) if not isinstance(g.rows, StoreRows) else g.rows.block_rows
+        scores = pre.scores(g.queries, g.rows, self.damping, self.damping_scale, chunk=block)
         if self.normalize:  # relative influence: rows with large gradients no longer win every query
             q_self = pre.self_influence(g.queries, self.damping, self.damping_scale)
-            r_self = pre.self_influence(g.rows, self.damping, self.damping_scale)
+            r_self = pre.self_influence(g.rows, self.damping, self.damping_scale, chunk=block)
             scores /= q_self.clamp_min(1e-300).sqrt()[:, None] * r_self.clamp_min(1e-300).sqrt()[None, :]
         return scores.numpy()
 

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
 from datablame.models.embedder import DEFAULT_EMBEDDING_MODEL, embed
-from datablame.utils.io import atomic_write_json
+from datablame.utils.io import atomic_write_json, make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +274,9 @@ def build_text_indices(
         if _matches(manifest, fp, bm25, embedding, embedding_model):
             log.info("reusing text indices at %s", out_dir)
             return load_text_indices(out_dir, corpus, bm25=bm25, embedding=embedding)
+        why = ("the data changed since they were built" if manifest.get("data_fingerprint") != fp
+               else "they were built with another format or embedding model")
+        log.info("rebuilding the text indices at %s: %s", out_dir, why)
     texts = row_texts(corpus)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -292,7 +294,7 @@ def build_text_indices(
 
 def _save(idx: TextIndices, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp = make_temp_dir(out_dir.parent, prefix=f".{out_dir.name}.tmp-")
     try:
         if idx.bm25 is not None:
             idx.bm25.save(tmp / "bm25")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from datablame.config import RayConfig, RunConfig
 from datablame.data.corpus import Corpus, Query
@@ -36,6 +37,11 @@ def retrain_context(
     epochs: float | None = None,
     flip_text: str = "CORRUPTED DATA - IGNORE THIS",
 ) -> RetrainContext:
+    from datablame.runs import check_model_data
+
+    # the run's initial weights (a tiny model's tokenizer is built from the rows) and its model
+    # must come from this data; the job keys hash the corpus fingerprint as well (RetrainContext)
+    check_model_data(cfg, run_dir, corpus.fingerprint())
     base = base_model_dir(run_dir)
     if base is None and cfg.model.kind == "tiny":
         raise DatablameError(
@@ -71,7 +77,23 @@ def ray_settings(
         update["address"] = address
     if serial:
         update["runner"] = "serial"
-    return base.model_copy(update=update)
+    return with_flags(base, update, {"num_cpus": "--num-cpus", "address": "--address", "runner": "--serial"})
+
+
+def with_flags(section: BaseModel, overrides: dict[str, Any], flags: dict[str, str]) -> Any:
+    """`section` with command-line `overrides` applied and validated by its own model, so a
+    flag gets the same range checks as the config key; a bad value names the flag."""
+    if not overrides:
+        return section
+    try:
+        return type(section).model_validate({**section.model_dump(), **overrides})
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = str(e.get("loc", ("?",))[0])
+        flag = flags.get(field, f"--{field.replace('_', '-')}")
+        value = overrides.get(field, e.get("input"))
+        raise DatablameError(f"{flag} {value!r}: {e.get('msg', 'invalid value')}",
+                             f"pass a valid {flag} (the same rule as the config's {field})") from None
 
 
 def check_methods(cfg: RunConfig, methods: Sequence[str]) -> None:
@@ -102,7 +124,8 @@ def method_scores(
             errors[name] = f"{err.problem} ({err.fix})" if err.fix else err.problem
             continue
         except Exception as err:  # a bug in one method must not cost the others their numbers
-            log.exception("method %s failed", name)
+            log.error("method %s failed: %s: %s (the command exits non-zero at the end)", name, type(err).__name__, err)
+            log.debug("method %s failed", name, exc_info=True)
             errors[name] = f"{type(err).__name__}: {err}"
             continue
         if s.shape != (len(inputs.queries), len(inputs.corpus)):
@@ -110,6 +133,17 @@ def method_scores(
             continue
         scores[name] = s
     return scores, described, errors
+
+
+def raise_if_methods_failed(errors: dict[str, str], written: dict[str, Path] | None = None) -> None:
+    """After the other methods' numbers are written: a failed method fails the command."""
+    if not errors:
+        return
+    names = ", ".join(sorted(errors))
+    detail = "; ".join(f"{m}: {e}" for m, e in sorted(errors.items()))
+    where = f" (the other methods' results are in {', '.join(str(p) for p in written.values())})" if written else ""
+    raise DatablameError(f"method(s) {names} failed: {detail}{where}",
+                         "fix or drop the failed method(s) (--methods) and rerun")
 
 
 def machine_facts() -> dict[str, Any]:
