@@ -192,16 +192,24 @@ class TrainingConfig(_Strict):
 
 
 class ModuleSelection(_Strict):
-    """Which linear layers' gradients are used.
+    """Which linear layers' (nn.Linear, or GPT-2's Conv1D) gradients are used.
 
-    `pattern` is a regex matched (re.search) against module names; `layers` keeps only
-    modules inside `layers.<i>.` with i in the range ("8-12", "0,2,4", or null = all).
+    `pattern` is a regex matched (re.search) against module names; null (the default) uses the
+    architecture's preset for `config.model_type` (`datablame.grads.presets`: Llama-style
+    `mlp.(gate_proj|up_proj|down_proj)`, GPT-2 `mlp.(c_fc|c_proj)`, ...). `layers` keeps only
+    modules in those positions of the decoder-layer list ("8-12", "0,2,4", or null = all).
     `lora_only` selects the LoRA A/B matrices of an adapter model.
     """
 
-    pattern: str = r"mlp\.(gate_proj|up_proj|down_proj)$"
+    pattern: str | None = Field(None, description="regex searched in module names; null = the "
+                                "architecture preset named by `preset`")
+    preset: Literal["mlp", "attention", "mlp+attention"] = Field(
+        "mlp", description="which part of each decoder block the architecture preset selects (pattern null)")
     layers: str | None = None
     lora_only: bool = False
+    bias: bool = Field(True, description="include each selected module's bias in its gradient feature and "
+                       "curvature (a column of ones appended to the activations, as kronfluence does); "
+                       "no effect on bias-free models such as Llama")
 
 
 class ProjectionConfig(_Strict):

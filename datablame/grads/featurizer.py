@@ -8,7 +8,12 @@ gives each row its own gradient and the result does not depend on the batch size
 
 The feature of a row is the concatenation over modules of sum_t (P_out g_t)(P_in a_t)^T,
 the gradient of that row's mean completion-token NLL (nats) w.r.t. the layer weights
-(projected). Identity projection gives the exact per-example gradient.
+(projected). Identity projection gives the exact per-example gradient. A module with a bias
+(when `bias` is on) gets one more input column, a constant 1 appended to the projected
+activations (kronfluence's convention), so the last column of its block is the bias gradient
+P_out sum_t g_t. GPT-2's Conv1D is the same layer with a transposed weight: its block is the
+transpose of its weight gradient. Activations of any leading shape are accepted: OPT's MLP
+sees [batch*tokens, d], which is viewed back as [batch, tokens, d].
 
 An optional `observer(name, a, g, mask)` sees, per module and batch, the projected input
 activations a [B, T, k_in], the projected output gradients g [B, T, k_out] (zero on padding)
@@ -24,6 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from datablame.errors import DatablameError
+from datablame.grads.modules import linear_dims, uses_bias
 from datablame.grads.projection import FactoredProjection
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 
@@ -35,16 +42,19 @@ class GradientFeaturizer:
     def __init__(
         self,
         model: nn.Module,
-        modules: Sequence[tuple[str, nn.Linear]],
+        modules: Sequence[tuple[str, nn.Module]],
         projection: FactoredProjection,
+        bias: bool = True,
     ) -> None:
         self.model = model
         self.modules = list(modules)
         self.projection = projection
         self.device = next(model.parameters()).device
         self._mats = {}
+        self._bias = {name: bias and uses_bias(mod) for name, mod in self.modules}
         for name, mod in self.modules:
-            p_in, p_out = projection.matrices(name, mod.in_features, mod.out_features)
+            d_in, d_out = linear_dims(mod)
+            p_in, p_out = projection.matrices(name, d_in, d_out)
             self._mats[name] = (
                 None if p_in is None else p_in.to(self.device),
                 None if p_out is None else p_out.to(self.device),
@@ -52,8 +62,9 @@ class GradientFeaturizer:
         self.shapes = [
             (
                 name,
-                (self._mats[name][1].shape[0] if self._mats[name][1] is not None else mod.out_features),
-                (self._mats[name][0].shape[0] if self._mats[name][0] is not None else mod.in_features),
+                (self._mats[name][1].shape[0] if self._mats[name][1] is not None else linear_dims(mod)[1]),
+                (self._mats[name][0].shape[0] if self._mats[name][0] is not None else linear_dims(mod)[0])
+                + int(self._bias[name]),
             )
             for name, mod in self.modules
         ]
@@ -82,14 +93,20 @@ class GradientFeaturizer:
         outs: dict[str, torch.Tensor] = {}
         handles = []
 
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        mask2 = batch["attention_mask"]
+
         def make_hook(name: str):
             p_in = self._mats[name][0]
 
             def hook(_mod, inputs, output):
                 if name in outs:
                     raise RuntimeError(f"module {name} ran twice in one forward; cannot featurize it")
-                a = inputs[0].detach().float()
-                acts[name] = a if p_in is None else a @ p_in.T
+                a = as_tokens(inputs[0].detach().float(), mask2, name)
+                a = a if p_in is None else a @ p_in.T
+                if self._bias[name]:
+                    a = torch.cat([a, a.new_ones(*a.shape[:-1], 1)], dim=-1)
+                acts[name] = a
                 if not output.requires_grad:
                     output.requires_grad_(True)
                 outs[name] = output
@@ -100,7 +117,6 @@ class GradientFeaturizer:
         for name, mod in self.modules:
             handles.append(mod.register_forward_hook(make_hook(name)))
         try:
-            batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.enable_grad():
                 logits = self.model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
@@ -116,8 +132,8 @@ class GradientFeaturizer:
         for name, g in zip(names, grads, strict=True):
             a = acts[name]
             if g is None:  # module does not influence the loss (cannot happen for a transformer block)
-                g = torch.zeros(*a.shape[:2], self._mats[name][1].shape[0] if self._mats[name][1] is not None else outs[name].shape[-1], device=a.device)
-            g = g.float() * mask
+                g = torch.zeros_like(outs[name], dtype=torch.float32)
+            g = as_tokens(g.float(), mask2, name) * mask
             p_out = self._mats[name][1]
             if p_out is not None:
                 g = g @ p_out.T
@@ -146,12 +162,35 @@ class GradientFeaturizer:
 
 def featurize_rows(
     model: nn.Module,
-    modules: Sequence[tuple[str, nn.Linear]],
+    modules: Sequence[tuple[str, nn.Module]],
     projection: FactoredProjection,
     encoded: Encoded,
     *,
     batch_size: int = 8,
     pad_id: int = 0,
     desc: str | None = None,
+    bias: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return GradientFeaturizer(model, modules, projection).featurize(encoded, batch_size, pad_id, desc)
+    return GradientFeaturizer(model, modules, projection, bias).featurize(encoded, batch_size, pad_id, desc)
+
+
+def as_tokens(x: torch.Tensor, mask: torch.Tensor, name: str = "module") -> torch.Tensor:
+    """A module's activations (or output gradients) as [B, T, d] for a batch with attention
+    mask [B, T]: [B, T, d] as is; [B*T, d] (OPT flattens its MLP input) viewed back; [n_real, d]
+    (only the real tokens, in order) scattered to their positions with zeros on padding."""
+    b, t = mask.shape
+    if x.dim() == 3 and x.shape[:2] == (b, t):
+        return x
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] == b * t:
+        return flat.view(b, t, -1)
+    keep = mask.reshape(-1).bool()
+    if flat.shape[0] == int(keep.sum()):
+        out = flat.new_zeros(b * t, flat.shape[-1])
+        out[keep] = flat
+        return out.view(b, t, -1)
+    raise DatablameError(
+        f"{name} sees activations of shape {tuple(x.shape)} in a batch of {b} rows x {t} tokens "
+        f"({int(keep.sum())} real): they are not one vector per token",
+        "select modules that act on each token (attribution.modules.pattern)",
+    )
