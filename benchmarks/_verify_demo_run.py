@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from datablame.layout import RunLayout
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -30,7 +32,7 @@ def demo_run(run_dir: str, methods: list[str]) -> tuple[object, Path, dict]:
     t = time.perf_counter()
     api.train(cfg)
     timing["train_s"] = time.perf_counter() - t
-    scores = Path(run_dir) / "attribution" / "scores.npz"
+    scores = RunLayout(run_dir).scores_npz
     have = set()
     if scores.is_file():
         import numpy as np

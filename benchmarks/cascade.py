@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OtherLoad, machine, now, write_json  # noqa: E402
 
 from datablame import api  # noqa: E402
-from datablame.bench.metrics import recall_at_k  # noqa: E402
 from datablame.config import RetrievalConfig, parse_config  # noqa: E402
 from datablame.methods import get_method, gradient_features  # noqa: E402
 from datablame.methods.text_index import query_texts  # noqa: E402
+from datablame.metrics import recall_at_k  # noqa: E402
 from datablame.models.tokenize import Encoded  # noqa: E402
 from datablame.retrieval import GradientReranker, build_text_indices, run_cascade, text_index_dir  # noqa: E402
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from datablame.layout import RunLayout
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -37,7 +39,7 @@ def main() -> None:
     if rc != 0:
         raise SystemExit(f"datablame demo failed with exit code {rc}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
-    data = json.loads((REPO / args.run / "attribution" / "results.json").read_text())
+    data = json.loads(RunLayout(REPO / args.run).results_json.read_text())
     data["benchmark"] = {
         "command": f"datablame demo --output-dir {args.run} --overwrite",
         "wall_s": wall,

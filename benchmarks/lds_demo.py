@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from pathlib import Path
 
 from _verify_demo_run import RESULTS, demo_run, loadavg, run_cli
+
+from datablame.layout import RunLayout
 
 DEFAULT_METHODS = "grad_cosine,grad_dot,tracin,trak,datainf,less,datamodels"
 
@@ -33,16 +34,16 @@ def main() -> None:
 
     methods = args.methods.split(",")
     _, yaml_path, timing = demo_run(args.run, ["grad_cosine", "grad_dot"])
-    lds_dir = Path(args.run) / "lds"
-    if not args.reuse and lds_dir.exists():
-        shutil.rmtree(lds_dir)  # a fresh sweep: the wall time below includes every training
+    layout = RunLayout(args.run)
+    if not args.reuse and layout.lds_dir.exists():
+        shutil.rmtree(layout.lds_dir)  # a fresh sweep: the wall time below includes every training
     load_start = loadavg()
     cmd = ["lds", "--config", str(yaml_path), "--methods", ",".join(methods), "--subsets", str(args.subsets),
            "--num-cpus", str(args.num_cpus)]
     wall, rc = run_cli(cmd)
     if rc != 0:
         raise SystemExit(f"datablame lds failed with exit code {rc}")
-    data = json.loads((lds_dir / "lds.json").read_text())
+    data = json.loads(layout.lds_json.read_text())
     out = RESULTS / "lds_demo.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
     fresh = data["design"]["reused"] == 0
@@ -61,7 +62,7 @@ def main() -> None:
     data["benchmark"] = bench
     RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
-    shutil.copy(lds_dir / "lds.png", RESULTS / "lds_demo.png")
+    shutil.copy(layout.lds_plot, RESULTS / "lds_demo.png")
     print(f"wrote {out} and lds_demo.png; command wall {wall:.0f} s (fresh sweep: {fresh})")
     for r in data["table"]:
         if "lds" in r:

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from _verify_demo_run import RESULTS, loadavg, run_cli
 
+from datablame.layout import RunLayout
+
 # hessian_influence is left out: the tiny model is not at a minimum of its training loss, so
 # H + damping·I is indefinite and CG refuses (it is checked against LOO on the convex model).
 CANDIDATES = ["grad_dot", "grad_cosine", "ekfac", "kfac", "diag_influence", "datainf",
@@ -79,9 +81,9 @@ def main() -> None:
     wall, rc = run_cli(cmd)
     if rc != 0:
         raise SystemExit(f"datablame verify --strategy loo failed with exit code {rc}")
-    out_dir = Path(args.run) / "verify"
-    data = json.loads((out_dir / "loo.json").read_text())
-    z = np.load(out_dir / "loo_effects.npz")
+    layout = RunLayout(args.run)
+    data = json.loads(layout.loo_json.read_text())
+    z = np.load(layout.loo_effects)
     effect, rows = z["effect"], z["rows"]
     ids = [corpus[int(r)].row_id for r in rows]
     qids = data["queries"]
@@ -106,7 +108,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "loo_planted.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-    shutil.copy(out_dir / "loo.png", RESULTS / "loo_planted.png")
+    shutil.copy(layout.loo_plot, RESULTS / "loo_planted.png")
     print(f"wrote {RESULTS / 'loo_planted.json'}; LOO over {data['rows']} rows, wall {wall:.0f} s")
     for m, c in data["comparisons"].items():
         s = c["spearman"]

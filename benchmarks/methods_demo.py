@@ -20,7 +20,7 @@ ranks the rows with every method. That command writes results.json (with the fit
 seconds of each method), scores.npz and the method comparison (comparison.json/md/png: top-10
 overlap, Jaccard, Spearman) under runs/methods-demo/attribution; this script copies the
 comparison to benchmarks/results/methods_demo_comparison.{json,md,png}, scores every method
-against the planted ground truth with `datablame.bench.metrics` (recall@10 and mAP with
+against the planted ground truth with `datablame.metrics` (recall@10 and mAP with
 bootstrap CIs over the queries) and writes benchmarks/results/methods_demo.{json,md}.
 
 Seconds are wall seconds of fit+score inside that one process, in the order of `METHODS`:
@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from datablame.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -129,7 +131,7 @@ def loadavg() -> list[float]:
 
 def ground_truth_metrics(cfg, scores: dict[str, np.ndarray], query_ids: list[str]) -> dict[str, dict]:
     from datablame.api import load_corpus
-    from datablame.bench.metrics import evaluate, summarize
+    from datablame.metrics import evaluate, summarize
 
     corpus, _, truth = load_corpus(cfg)
     idx = corpus.index_of()
@@ -239,8 +241,9 @@ def main() -> None:
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
-    train_summary = run_dir / "model" / "train_summary.json"
-    train = {"reused": (run_dir / "model" / "final").is_dir()}
+    layout = RunLayout(run_dir)
+    train_summary = layout.train_summary
+    train = {"reused": layout.final_model.is_dir()}
     if not train["reused"]:
         train.update(run_cli(["train", "--config", rel_yaml], logs / "train.log"))
         if train["rc"] != 0:
@@ -255,7 +258,8 @@ def main() -> None:
         if lds["rc"] != 0:
             raise SystemExit(f"datablame lds failed (exit {lds['rc']}); see {logs / 'lds.log'}")
 
-    att_dir = run_dir / "attribution"
+    att = layout.attribution
+    att_dir = att.root
     if args.reuse:
         prev = json.loads((RESULTS / "methods_demo.json").read_text()) if (RESULTS / "methods_demo.json").is_file() else {}
         attribute = prev.get("attribute", {"command": "(reused)", "wall_s": float("nan"),
@@ -265,15 +269,15 @@ def main() -> None:
         # cold caches, so every method's seconds include all it computes: the attribution dir holds
         # on-disk checkpoint features, curvature / kronfluence factors and the judge's SQLite cache,
         # <run>/index the BM25 / MiniLM text indices
-        for cache in (att_dir, run_dir / "index"):
+        for cache in (att_dir, layout.index_dir):
             if cache.is_dir():
                 shutil.rmtree(cache)
         attribute = run_cli(["attribute", "--config", rel_yaml, "--method", ",".join(methods)], logs / "attribute.log")
         if attribute["rc"] != 0:
             raise SystemExit(f"datablame attribute failed (exit {attribute['rc']}); see {logs / 'attribute.log'}")
 
-    result = json.loads((att_dir / "results.json").read_text())
-    with np.load(att_dir / "scores.npz") as z:
+    result = json.loads(att.results_json.read_text())
+    with np.load(att.scores_npz) as z:
         scores = {n: z[n] for n in z.files}
     query_ids = [q["query_id"] for q in result["queries"]]
     metrics = ground_truth_metrics(cfg, scores, query_ids)
@@ -290,7 +294,7 @@ def main() -> None:
     if len(names) > 1:
         for ext in ("json", "md", "png") if not args.only else ():
             shutil.copy(att_dir / f"comparison.{ext}", RESULTS / f"methods_demo_comparison.{ext}")
-        cmp = json.loads((att_dir / "comparison.json").read_text())
+        cmp = json.loads(att.comparison_json.read_text())
     else:
         cmp = {"k": K, "methods": names, "pairs": []}
     report = {

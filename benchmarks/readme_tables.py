@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _readme_arch import architectures_table
 from _readme_md import md_file_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,27 +205,30 @@ def cascade_table() -> str | None:
 
 
 def methods_table() -> str | None:
-    """Every registered method with its sign, unit and cost, from the classes themselves."""
+    """Every registered method with its family, sign, unit, cost and options (`describe_all`, the
+    source of `datablame methods`), grouped by family."""
     sys.path.insert(0, str(ROOT))
     try:
-        from datablame.methods import REGISTRY
-        from datablame.methods.base import Method
+        from datablame.methods import describe_all
+        from datablame.methods.base import FAMILIES, Method
     except ImportError as err:  # the README keeps its old table rather than failing
         print(f"methods table skipped: {err}", file=sys.stderr)
         return None
+    described = sorted(describe_all(), key=lambda d: (FAMILIES.index(d["family"]), d["name"]))
     lines = [
-        f"{len(REGISTRY)} methods. Sign: higher = the row pushed the query's loss down (more responsible), unless "
-        "the sign column says otherwise. Options: `attribution.options.<name>`, documented in each module's "
-        "docstring.",
+        f"{len(described)} methods. Sign: higher = the row pushed the query's loss down (more responsible), unless "
+        "the sign column says otherwise. Options go under `attribution.options.<name>` (listed with their "
+        "defaults; `datablame methods` prints each one's type and meaning, `--json` for machines).",
         "",
-        "| method | sign | unit | cost |",
-        "|---|---|---|---|",
+        "| method | family | sign | unit | cost | options (default) |",
+        "|---|---|---|---|---|---|",
     ]
-    for name in sorted(REGISTRY):
-        cls = REGISTRY[name]
-        path = cls.__module__.replace(".", "/") + ".py"
-        sign = "default" if cls.sign == Method.sign else cls.sign
-        lines.append(f"| [`{name}`]({path}) | {_cell(sign)} | {_cell(cls.unit)} | {_cell(cls.cost)} |")
+    for d in described:
+        path = d["module"].replace(".", "/") + ".py"
+        sign = "default" if d["sign"] == Method.sign else d["sign"]
+        options = ", ".join(f"`{o['name']}`: {json.dumps(o['default'])}" for o in d["options"]) or "none"
+        lines.append(f"| [`{d['name']}`]({path}) | {d['family']} | {_cell(sign)} | {_cell(d['unit'])} | "
+                     f"{_cell(d['cost'])} | {_cell(options)} |")
     return "\n".join(lines)
 
 
@@ -512,6 +516,7 @@ TABLES: dict[str, Callable[[], str | None]] = {
     "methods": methods_table,
     "demo": demo_table,
     "ekfac_vs_kronfluence": ekfac_table,
+    "architectures": architectures_table,
     "trak_vs_traker": trak_table,
     "convex_loo": convex_loo_table,
     "lds": lds_table,

@@ -28,8 +28,9 @@ from _common import md_table, now, write_json
 
 from datablame import api
 from datablame.demo import demo_config
+from datablame.layout import RunLayout
 from datablame.methods import get_method
-from datablame.runs import MARKER, run_key
+from datablame.runs import run_key
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,13 +56,13 @@ VARIANTS: list[tuple[str, dict]] = [
 def prepare_run(run: Path) -> Path:
     """A run directory holding the trained demo model (copied from runs/demo or trained)."""
     cfg = demo_config(str(run))
-    if not (run / "model" / "final").is_dir():
-        src = Path("runs/demo")
-        if (src / "model" / "final").is_dir() and (src / "model" / "base").is_dir():
+    layout, src = RunLayout(run), RunLayout("runs/demo")
+    if not layout.final_model.is_dir():
+        if src.final_model.is_dir() and src.base_model.is_dir():
             run.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src / "model", run / "model", dirs_exist_ok=True)
+            shutil.copytree(src.model_dir, layout.model_dir, dirs_exist_ok=True)
             # same data/model/training settings (only new config defaults may differ in the marker)
-            (run / MARKER).write_text(json.dumps({"name": "demo", "run_key": run_key(cfg), "created": now()}))
+            layout.marker.write_text(json.dumps({"name": "demo", "run_key": run_key(cfg), "created": now()}))
         else:
             api.train(cfg)
     return run

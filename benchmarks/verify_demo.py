@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from pathlib import Path
 
 from _verify_demo_run import RESULTS, demo_run, loadavg, run_cli
+
+from datablame.layout import RunLayout
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
     wall, rc = run_cli(cmd)
     if rc != 0:
         raise SystemExit(f"datablame verify failed with exit code {rc}")
-    out_dir = Path(args.run) / "verify"
-    data = json.loads((out_dir / "verify.json").read_text())
+    layout = RunLayout(args.run)
+    data = json.loads(layout.verify_json().read_text())
     data["benchmark"] = {
         "command": "datablame " + " ".join(cmd), "command_wall_s": wall, "loadavg_start": load_start,
         "loadavg_end": loadavg(), "demo_setup": timing,
@@ -51,7 +52,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "verify_demo.json").write_text(json.dumps(data, indent=2) + "\n")
-    shutil.copy(out_dir / "effect_vs_k.png", RESULTS / "verify_demo.png")
+    shutil.copy(layout.verify_plot(), RESULTS / "verify_demo.png")
     print(f"wrote {RESULTS / 'verify_demo.json'} and verify_demo.png; command wall {wall:.0f} s")
     for s in data["summary"]:
         e = s["effect"]

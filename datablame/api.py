@@ -3,6 +3,10 @@
     cfg = load_config("run.yaml")
     outcome = run(cfg)             # corpus -> model -> fine-tune -> attribute -> report
     result = attribute(cfg)        # attribute again with a trained run (reuses the model)
+
+Every stage has its entry point here (train, attribute, run, index, inspect, verify, lds,
+bench, demo, write_example) and the CLI calls nothing else; what the stages share below
+this module (load_corpus, train, prepare_inputs) lives in `datablame.inputs`.
 """
 
 from __future__ import annotations
@@ -16,20 +20,18 @@ import numpy as np
 
 from datablame import __version__
 from datablame.config import RunConfig
-from datablame.data import build_corpus, make_planted
 from datablame.data.corpus import Corpus, Query
 from datablame.data.queries import config_queries, resolve_queries
 from datablame.errors import DatablameError
+from datablame.inputs import load_corpus, prepare_inputs, store_dir, train  # noqa: F401 (re-exported)
+from datablame.layout import AttributionLayout, RunLayout
 from datablame.methods import AttributionInputs, get_method
+from datablame.methods.base import check_scores_shape
 from datablame.methods.grad_align import featurize_range, featurizer_for, store_identity
-from datablame.models import load_model
-from datablame.models.loading import LoadedModel, save_model
-from datablame.models.queries import prepare_queries
-from datablame.models.tokenize import Encoded, encode_pairs
+from datablame.models.loading import LoadedModel
 from datablame.report import AttributionResult, build_result, write_result
-from datablame.runs import check_model_data, prepare_run_dir, record_training_data
-from datablame.train import finetune, list_checkpoints
-from datablame.utils.io import atomic_save_npy, atomic_save_npz, atomic_write_json, seed_everything
+from datablame.runs import prepare_run_dir
+from datablame.utils.io import atomic_save_npy, atomic_save_npz, atomic_write_json
 
 log = logging.getLogger("datablame")
 
@@ -42,62 +44,35 @@ class RunOutcome:
     paths: dict[str, Path]
 
 
-def load_corpus(cfg: RunConfig) -> tuple[Corpus, list[Query], dict[str, list[str]]]:
-    """The corpus, plus built-in queries and ground truth for synthetic corpora."""
-    if cfg.data.source == "planted":
-        p = make_planted(cfg.data.planted)
-        return p.corpus, p.queries, p.ground_truth
-    if cfg.data.source == "hops":
-        from datablame.data.synthetic.hops import make_hops
+def load_config(path: str | Path, *, other_names_ok: bool = False) -> RunConfig:
+    """The run config of a YAML file (`datablame.config.load_config`), with every
+    `attribution.options.<method>` checked against that method's options (`check_options`),
+    so an unknown method or option, or a wrong-typed value, fails here, before any work.
+    `other_names_ok`: entries that name no method are left alone (the benchmark's peers)."""
+    from datablame.config import load_config as read_config
 
-        h = make_hops(cfg.data.hops)
-        missing = [t for t in h.special_tokens if t not in cfg.model.tiny.extra_tokens]
-        if cfg.model.kind == "tiny" and missing:
-            log.warning("hops function tokens such as %s are not in model.tiny.extra_tokens: the tiny "
-                        "tokenizer will split them into pieces (the bench runner adds them)", missing[0])
-        return h.corpus, h.queries, h.ground_truth
-    return build_corpus(cfg.data), [], {}
+    cfg = read_config(path)
+    try:
+        check_options(cfg, other_names_ok=other_names_ok)
+    except DatablameError as err:
+        raise DatablameError(f"invalid config {path}: {err.problem}", err.fix) from None
+    return cfg
 
 
-def _model_dir(run_dir: Path) -> Path:
-    return run_dir / "model"
+def check_options(cfg: RunConfig, *, other_names_ok: bool = False) -> None:
+    """Every `attribution.options.<name>`: a registered method (unless `other_names_ok`) whose
+    options validate (`datablame.methods.base.MethodOptions`); nothing is built or loaded."""
+    from datablame.methods.base import check_options_table
+
+    check_options_table(cfg.attribution.options, other_names_ok=other_names_ok)
 
 
-def train(cfg: RunConfig, corpus: Corpus | None = None) -> LoadedModel:
-    """Fine-tune (or reuse the finished fine-tune of this run directory) and return the model.
+def describe_methods() -> list[dict]:
+    """Every method with family, sign, unit, cost and options (name, type, default,
+    description) as plain dicts (`datablame methods`)."""
+    from datablame.methods import describe_all
 
-    The model, its checkpoints and (tiny models) its base are tied to the data they were
-    trained on (`<run>/model/fingerprint.json`): when the data changed since, the run is
-    refused (or moved aside with `output.overwrite: true`), never reused or resumed."""
-    corpus = corpus or load_corpus(cfg)[0]
-    data_fp = corpus.fingerprint()
-    run_dir = prepare_run_dir(cfg, data_fingerprint=data_fp)
-    final = _model_dir(run_dir) / "final"
-    if final.is_dir():
-        log.info("reusing trained model %s", final)
-        return load_model(cfg.model, path_override=str(final), seed=cfg.seed)
-    record_training_data(run_dir, cfg, data_fp, len(corpus))  # before any checkpoint exists
-    seed_everything(cfg.seed)
-    base = load_model(cfg.model, tokenizer_texts=[r.text for r in corpus], seed=cfg.seed)
-    if cfg.model.kind == "tiny":
-        # a random base only exists in memory: save it so checkpoints/adapters can refer to it
-        base_dir = _model_dir(run_dir) / "base"
-        if not base_dir.is_dir():
-            save_model(base.model, base.tokenizer, base_dir)
-        base = load_model(cfg.model, path_override=str(base_dir), seed=cfg.seed)
-    res = finetune(base.model, base.tokenizer, corpus, cfg.training, cfg.model, _model_dir(run_dir))
-    atomic_write_json(
-        _model_dir(run_dir) / "train_summary.json",
-        {
-            "seconds": res.seconds,
-            "rows_trained": res.rows_trained,
-            "truncated_rows": res.truncated_rows,
-            "dropped_no_loss": res.dropped_no_loss,
-            "checkpoints": [str(p) for p in res.checkpoints],
-            "log_history": res.log_history,
-        },
-    )
-    return load_model(cfg.model, path_override=str(res.final_dir), seed=cfg.seed)
+    return describe_all()
 
 
 def _config_queries(cfg: RunConfig) -> list[Query]:
@@ -105,37 +80,10 @@ def _config_queries(cfg: RunConfig) -> list[Query]:
     return config_queries(cfg.attribution)
 
 
-def _attribution_model(cfg: RunConfig, run_dir: Path) -> LoadedModel:
-    if cfg.attribution.checkpoint:
-        ck = Path(cfg.attribution.checkpoint)
-        if not ck.exists():
-            raise DatablameError(f"checkpoint {ck} does not exist", "fix attribution.checkpoint")
-        return load_model(cfg.model, path_override=str(ck), seed=cfg.seed)
-    final = _model_dir(run_dir) / "final"
-    if final.is_dir():
-        return load_model(cfg.model, path_override=str(final), seed=cfg.seed)
-    if cfg.training.enabled:
-        raise DatablameError(
-            f"no trained model in {final}", "run `datablame train` (or `datablame run`) first"
-        )
-    if cfg.model.kind == "tiny":
-        raise DatablameError("an untrained tiny model has nothing to attribute", "enable training")
-    return load_model(cfg.model, seed=cfg.seed)
-
-
-def _check_run_model_data(cfg: RunConfig, run_dir: Path, corpus: Corpus, loaded: LoadedModel | None) -> None:
-    """The run's own model (final or one of its checkpoints) must have been trained on this
-    data: otherwise attribution would blame rows it never saw (a model passed in is the caller's)."""
-    ck = cfg.attribution.checkpoint
-    if loaded is not None or (ck and not Path(ck).resolve().is_relative_to(_model_dir(run_dir).resolve())):
-        return
-    check_model_data(cfg, run_dir, corpus.fingerprint())
-
-
 def evaluate_against_truth(
     corpus: Corpus, queries: list[Query], scores: dict[str, np.ndarray], truth: dict[str, list[str]], k: int
 ) -> dict:
-    from datablame.bench.metrics import average_precision, mean_metric, recall_at_k
+    from datablame.metrics import average_precision, mean_metric, recall_at_k
 
     idx = corpus.index_of()
     per_method = {}
@@ -152,95 +100,6 @@ def evaluate_against_truth(
     return {"k": k, "per_method": per_method, "summary": summary}
 
 
-def prepare_inputs(
-    cfg: RunConfig, *, corpus: Corpus | None = None, loaded: LoadedModel | None = None, queries: bool = True,
-    use_store: bool = True,
-) -> tuple[AttributionInputs, dict[str, list[str]]]:
-    """Everything a method needs for this run (model, encoded rows and queries, checkpoints),
-    plus the ground truth when the corpus is synthetic."""
-    run_dir = prepare_run_dir(cfg)
-    built_corpus, builtin_queries, truth = load_corpus(cfg)
-    corpus = corpus or built_corpus
-    queries = resolve_queries(cfg, builtin_queries) if queries else []  # none at all: refused here
-    _check_run_model_data(cfg, run_dir, corpus, loaded)
-    loaded = loaded or _attribution_model(cfg, run_dir)
-    seed_everything(cfg.seed)
-    if queries:
-        prepared, q_enc = prepare_queries(
-            loaded.model, loaded.tokenizer, queries,
-            max_length=cfg.model.max_length, max_new_tokens=cfg.attribution.max_new_tokens, loss_on="completion",
-        )
-    else:  # indexing: rows only
-        prepared, q_enc = [], Encoded([], [])
-    rows_enc = encode_pairs(
-        loaded.tokenizer, [r.prompt for r in corpus], [r.completion for r in corpus],
-        max_length=cfg.model.max_length, loss_on=cfg.model.loss_on,
-    )
-    base = _model_dir(run_dir) / "base"
-    inputs = AttributionInputs(
-        model=loaded.model, tokenizer=loaded.tokenizer, corpus=corpus, rows=rows_enc,
-        queries=prepared, query_rows=q_enc, attribution=cfg.attribution, model_cfg=cfg.model,
-        work_dir=run_dir / "attribution",
-        checkpoints=list_checkpoints(_model_dir(run_dir)),
-        base_model=base if base.is_dir() else None,
-        run_dir=run_dir,
-        training=cfg.training,
-    )
-    inputs.cache["model_info"] = {"source": loaded.source, "fingerprint": loaded.fingerprint}
-    inputs.cache["generated"] = [q.completion is None for q in queries]
-    if use_store:
-        _attach_store(cfg, inputs, loaded.fingerprint)
-    return inputs, truth
-
-
-def store_dir(run_dir: Path) -> Path:
-    return run_dir / "store"
-
-
-def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: str) -> None:
-    """Use the run's feature store (from `datablame index`) for training-row gradients."""
-    path = store_dir(inputs.run_dir)
-    if not cfg.attribution.store.enabled or not (path / "manifest.json").is_file():
-        return
-    from datablame.store import open_store
-    from datablame.store.manifest import read_manifest
-
-    manifest = read_manifest(path)  # a corrupt manifest is a message naming it, not a traceback
-    if manifest is None or not manifest.get("complete"):
-        log.warning("feature store %s is incomplete; computing gradients directly "
-                    "(rerun `datablame index` to finish it)", path)
-        return
-    try:
-        store = open_store(path, expect_identity=store_identity(inputs, model_fingerprint))
-    except DatablameError as err:
-        raise DatablameError(
-            f"{err.problem} (the run's model, data or projection changed since `datablame index`)",
-            "rebuild it: `datablame index --config <run.yaml> --overwrite`, or set attribution.store.enabled: false",
-        ) from None
-    # every shard's sha256 is checked before any row is used (cached by file stamp in verified.json)
-    store.verify(cached=True)
-    inputs.cache["feature_store"] = store
-    inputs.cache["store_row_losses"] = _load_row_losses(path, len(store))
-
-
-def _load_row_losses(path: Path, n: int) -> np.ndarray:
-    """Per-row losses saved by `datablame index` (NaN where absent); an unreadable file is a
-    message naming it (they are not hashed: a method needing losses recomputes NaN ones)."""
-    out = np.full(n, np.nan, dtype=np.float32)
-    for f in (path / "row_losses").glob("*.npy"):
-        try:
-            start, stop = (int(x) for x in f.stem.split("-"))
-            part = np.load(f, allow_pickle=False)
-        except (OSError, ValueError, EOFError, SyntaxError) as e:
-            raise DatablameError(f"{f} (row losses of the feature store) is unreadable ({type(e).__name__}: {e}).",
-                                 f"delete {f.parent} and rerun `datablame index --config <run.yaml> --overwrite`.") from None
-        if not 0 <= start < stop <= n or part.shape != (stop - start,):
-            raise DatablameError(f"{f} (row losses of the feature store) holds {part.shape} values for rows {start}-{stop} of {n}.",
-                                 f"delete {f.parent} and rerun `datablame index --config <run.yaml> --overwrite`.")
-        out[start:stop] = part
-    return out
-
-
 def index(
     cfg: RunConfig, *, faiss: str = "auto", overwrite: bool = False, progress: bool = True, text_indices: bool = True,
 ) -> dict:
@@ -251,14 +110,15 @@ def index(
     from datablame.store import build_faiss_index, build_store
 
     inputs, _ = prepare_inputs(cfg, queries=False, use_store=False)
-    path = store_dir(inputs.run_dir)
+    layout = RunLayout(inputs.run_dir)
+    path = layout.store_dir
     feat = featurizer_for(inputs)
-    losses_dir = path / "row_losses"
+    losses_dir = layout.store_row_losses_dir
 
     def featurize(start: int, stop: int):
         f, losses = featurize_range(inputs, start, stop)
         losses_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(losses_dir / f"{start}-{stop}.npy", losses.numpy())
+        atomic_save_npy(layout.row_losses_file(start, stop), losses.numpy())
         return f
 
     t0 = time.perf_counter()
@@ -280,14 +140,14 @@ def index(
 
         store = open_store(path)
         idx = build_faiss_index(store, kind, metric="cosine", k=min(10, info.n_rows))
-        idx.save(path / "faiss.index")
+        idx.save(layout.faiss_index)
         summary["faiss"] = {k: v for k, v in idx.info.items() if k != "store_identity"}
     if text_indices:
         from datablame.retrieval.candidates import run_text_indices
 
         summary["text_indices"] = run_text_indices(inputs, progress=progress)[1]
     summary["seconds"] = time.perf_counter() - t0
-    atomic_write_json(path / "index_summary.json", summary)
+    atomic_write_json(layout.index_summary, summary)
     return summary
 
 
@@ -306,7 +166,6 @@ def inspect(
     and the damping, symlog) and `<module>_lambda.json` under `out_dir` (default `<run>/inspect`).
     `layer`: a module name, its unique suffix or a regex matching one selected module.
     Returns the paths (heatmap, sorted, summary, factors)."""
-    from datablame.curvature import factor_path
     from datablame.curvature.inspect import inspect_factors, resolve_module
     from datablame.methods.influence_common import fit_preconditioner
 
@@ -322,15 +181,16 @@ def inspect(
         sel = cfg.attribution.modules
         raise DatablameError(
             f"{err.problem}; factors exist for the {len(names)} modules that attribution.modules selects "
-            f"(pattern '{sel.pattern}', layers {sel.layers or 'all'}): {', '.join(names)}",
+            f"({f'pattern {sel.pattern!r}' if sel.pattern else f'the {sel.preset!r} preset'}, layers "
+            f"{sel.layers or 'all'}): {', '.join(names)}",
             "pass --layer with one of those names (or a unique suffix such as 'layers.0.mlp.down_proj'), "
-            "or widen attribution.modules.pattern to include the layer",
+            "or widen attribution.modules (pattern or preset) to include the layer",
         ) from None
     pre = fit_preconditioner(inputs, kind, fisher=method.fisher, fit_rows=method.fit_rows, seed=method.seed,
                              reuse=method.reuse)
-    paths = inspect_factors(pre, module, Path(out_dir) if out_dir else inputs.run_dir / "inspect", kind=kind,
+    paths = inspect_factors(pre, module, Path(out_dir) if out_dir else RunLayout(inputs.run_dir).inspect_dir, kind=kind,
                             damping=method.damping if damping is None else damping, damping_scale=method.damping_scale)
-    paths["factors"] = factor_path(inputs.work_dir, kind)
+    paths["factors"] = RunLayout(inputs.run_dir).factor_path(kind)
     return paths
 
 
@@ -350,7 +210,8 @@ def attribute(
     with each stage's rows in/out, seconds and recall (see `datablame.retrieval.candidates`;
     `retrieval_recall`: None = report recall when the feature store makes it cheap)."""
     methods = methods or cfg.attribution.method_names()
-    for name in methods:  # fail on a typo or a bad option before any model is loaded
+    check_options(cfg)  # fail on a typo or a bad option before any model is loaded
+    for name in methods:
         get_method(name, **cfg.attribution.options.get(name, {}))
     if cfg.data.source not in ("planted", "hops"):  # and on missing or malformed queries
         resolve_queries(cfg)
@@ -382,6 +243,7 @@ def attribute(
             t = time.perf_counter()
             m.fit(inputs)
             scores[name] = m.score(inputs)
+            check_scores_shape(name, scores[name], len(inputs.queries), len(inputs.corpus))
             timing[f"{name}_s"] = time.perf_counter() - t
             described.append(m.describe())
     result = build_result(
@@ -416,14 +278,14 @@ def _write_outputs(cfg: RunConfig, inputs: AttributionInputs, result: Attributio
 
     def write(staging: Path) -> dict[str, Path]:
         paths = write_result(result, staging)
-        paths["scores"] = atomic_save_npz(staging / "scores.npz", scores)
+        paths["scores"] = atomic_save_npz(AttributionLayout(staging).scores_npz, scores)
         if len(scores) > 1:
             from datablame.report.compare import write_comparison
 
             paths.update(write_comparison(scores, cfg.attribution.top_k, staging))
         return paths
 
-    paths, previous = publish_results(inputs.run_dir / "attribution", write)
+    paths, previous = publish_results(RunLayout(inputs.run_dir).attribution_dir, write)
     if previous is not None:
         paths["previous_results"] = previous
     return paths
@@ -437,3 +299,96 @@ def run(cfg: RunConfig) -> RunOutcome:
     loaded = train(cfg, corpus) if cfg.training.enabled else None
     result, paths = attribute(cfg, corpus=corpus, loaded=loaded)
     return RunOutcome(run_dir, corpus, result, paths)
+
+
+def demo(output_dir: str = "runs/demo", overwrite: bool = False) -> RunOutcome:
+    """The whole pipeline on the embedded demo (`datablame demo`, see `datablame.demo`)."""
+    from datablame.demo import demo_config
+
+    return run(demo_config(output_dir, overwrite))
+
+
+def write_example(path: str | Path, example: str = "default", *, force: bool = False) -> Path:
+    """Write a commented example config (`datablame init`); `example`: a key of
+    `datablame.templates.EXAMPLES`."""
+    from importlib import resources
+
+    from datablame.templates import EXAMPLES
+    from datablame.utils.io import atomic_write_text
+
+    path = Path(path)
+    if example not in EXAMPLES:
+        raise DatablameError(f"unknown example {example!r}", f"use one of {sorted(EXAMPLES)}")
+    if path.exists() and not force:
+        raise DatablameError(f"{path} already exists", "pass another path, or --force to replace it")
+    text = resources.files("datablame.templates").joinpath(EXAMPLES[example]).read_text(encoding="utf-8")
+    atomic_write_text(path, text)
+    return path
+
+
+def verify(
+    cfg: RunConfig, *, result_path: str | Path | None = None, methods: list[str] | None = None,
+    queries: list[str] | None = None, ks: list[int] | None = None, seeds: list[int] | None = None,
+    controls: int | None = None, strategy: str | None = None, num_cpus: int | None = None,
+    address: str | None = None, serial: bool = False, progress: bool = True,
+):
+    """Retrain without each method's top-k rows (strategy remove), with them label-flipped (flip)
+    or without each row (loo) vs k random rows vs nothing: effect, CI, verdict (`datablame verify`,
+    see `datablame.verify`). `num_cpus`, `address` and `serial` override `verify.ray`. Writes
+    `<run>/verify/`; returns the `VerifyReport` (methods that failed are in its `method_errors`:
+    `raise_if_methods_failed(report)`)."""
+    from datablame.verify import verify as run_verify
+    from datablame.verify.common import ray_settings
+
+    check_options(cfg)  # before anything is trained
+    ray = ray_settings(cfg.verify.ray, num_cpus=num_cpus, address=address, serial=serial)
+    return run_verify(cfg, result_path=result_path, methods=methods, queries=queries, ks=ks, seeds=seeds,
+                      controls=controls, strategy=strategy, ray=ray, progress=progress)
+
+
+def lds(
+    cfg: RunConfig, methods: list[str] | None = None, *, num_subsets: int | None = None, alpha: float | None = None,
+    num_cpus: int | None = None, address: str | None = None, serial: bool = False, progress: bool = True,
+):
+    """Linear datamodeling score of each method over M retrained subset models (`datablame lds`,
+    cached and resumable, see `datablame.verify.lds`). `num_cpus`, `address` and `serial` override
+    `lds.ray`. Writes `<run>/lds/`; returns the `LDSReport` (see `raise_if_methods_failed`)."""
+    from datablame.verify import lds as run_lds
+    from datablame.verify.common import ray_settings
+
+    check_options(cfg)  # before anything is trained
+    ray = ray_settings(cfg.lds.ray, num_cpus=num_cpus, address=address, serial=serial)
+    return run_lds(cfg, methods, num_subsets=num_subsets, alpha=alpha, ray=ray, progress=progress)
+
+
+def raise_if_methods_failed(report) -> None:
+    """One error naming the methods that failed in a verify or lds report (written already),
+    with where the other methods' results are; nothing when all succeeded."""
+    from datablame.verify.common import raise_if_methods_failed as check
+
+    check(report.data.get("method_errors") or {}, report.paths)
+
+
+def bench_config(corpus: str, out_dir: str | Path, **preset) -> RunConfig:
+    """The benchmark's preset run config for `corpus` (hops or planted); `preset`: size, seed,
+    epochs, overwrite (see `datablame.bench.runner.bench_config`)."""
+    from datablame.bench.runner import bench_config as make
+
+    return make(corpus, out_dir, **preset)
+
+
+def bench(cfg: RunConfig, corpus: str, opts=None, **fields) -> dict:
+    """Train (or reuse) the tiny model, run every method and peer, score against ground truth
+    (`datablame bench`, see `datablame.bench.runner`); writes `<run>/bench/` and returns bench.json's
+    content. `opts`: a `BenchOptions`, or its fields as keywords; with `threads`, torch uses that
+    many threads."""
+    from datablame.bench.runner import BenchOptions, run_bench
+
+    if opts is not None and fields:
+        raise TypeError("pass either a BenchOptions or its fields, not both")
+    opts = opts if opts is not None else BenchOptions(**fields)
+    if opts.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, opts.threads))
+    return run_bench(cfg, corpus, opts)

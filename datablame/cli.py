@@ -7,7 +7,6 @@ import os
 import sys
 import time
 from functools import wraps
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +14,11 @@ import typer
 
 from datablame.error_paths import FILE_AND_INPUT_ERRORS, as_datablame_error
 from datablame.errors import DatablameError
+from datablame.templates import EXAMPLES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="git blame for model behaviour.")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run YAML (see `datablame init`)")]
-
-EXAMPLES = {"default": "run.yaml", "tinyllama": "tinyllama-patent-qa.yaml"}
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -93,14 +91,9 @@ def init(
     force: bool = False,
 ) -> None:
     """Write a commented example config."""
-    if example not in EXAMPLES:
-        raise DatablameError(f"unknown example {example!r}", f"use one of {sorted(EXAMPLES)}")
-    if path.exists() and not force:
-        raise DatablameError(f"{path} already exists", "pass another path, or --force to replace it")
-    from datablame.utils.io import atomic_write_text
+    from datablame import api
 
-    text = resources.files("datablame.templates").joinpath(EXAMPLES[example]).read_text(encoding="utf-8")
-    atomic_write_text(path, text)
+    api.write_example(path, example, force=force)
     typer.echo(f"wrote {path}; edit it, then: datablame run --config {path}")
 
 
@@ -109,7 +102,7 @@ def init(
 def train(config: ConfigOpt) -> None:
     """Fine-tune the model on the corpus (resumes from the last checkpoint)."""
     from datablame import api
-    from datablame.config import load_config
+    from datablame.api import load_config
 
     cfg = load_config(config)
     loaded = api.train(cfg)
@@ -120,11 +113,15 @@ def train(config: ConfigOpt) -> None:
 @friendly
 def attribute(
     config: ConfigOpt,
-    method: Annotated[str | None, typer.Option(help="comma-separated methods (default: from config)")] = None,
+    method: Annotated[str | None, typer.Option(help="comma-separated methods (default: from config); "
+                                                     "`datablame methods` lists them")] = None,
 ) -> None:
-    """Rank the training rows responsible for each query's completion."""
+    """Rank the training rows responsible for each query's completion.
+
+    `datablame methods` lists every method with its family, sign, unit, cost and the options it
+    takes under `attribution.options.<method>`."""
     from datablame import api
-    from datablame.config import load_config
+    from datablame.api import load_config
     from datablame.report import print_table
 
     cfg = load_config(config)
@@ -139,7 +136,7 @@ def attribute(
 def run(config: ConfigOpt) -> None:
     """The whole pipeline: corpus -> fine-tune -> attribute -> report."""
     from datablame import api
-    from datablame.config import load_config
+    from datablame.api import load_config
     from datablame.report import print_table
 
     outcome = api.run(load_config(config))
@@ -155,19 +152,56 @@ def demo(
 ) -> None:
     """Planted facts -> tiny model from scratch -> attribution -> recall@10 vs ground truth."""
     from datablame import api
-    from datablame.demo import demo_config
     from datablame.report import print_table
 
     t0 = time.perf_counter()
-    outcome = api.run(demo_config(output_dir, overwrite))
+    outcome = api.demo(output_dir, overwrite)
     print_table(outcome.result, max_rows=10 if len(outcome.result.queries) <= 2 else 5)
     _print_outputs(outcome.result, outcome.paths)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
+@app.command("methods")
+@friendly
+def methods_(
+    names: Annotated[list[str] | None, typer.Argument(help="methods to show (default: all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON list, one object per method")] = False,
+) -> None:
+    """List the attribution methods: family, sign, unit, cost and options (type, default, meaning)."""
+    import json
+
+    from datablame import api
+
+    described = api.describe_methods()
+    if names:
+        unknown = sorted(set(names) - {d["name"] for d in described})
+        if unknown:
+            raise DatablameError(f"unknown method(s) {unknown}", f"choose from {[d['name'] for d in described]}")
+        described = [d for d in described if d["name"] in names]
+    typer.echo(json.dumps(described, indent=2) if as_json else _methods_text(described))
+
+
+def _methods_text(described: list[dict]) -> str:
+    import json
+
+    lines = []
+    for d in described:
+        lines += [f"{d['name']}  [{d['family']}]  ({d['module'].replace('.', '/')}.py)",
+                  f"  sign: {d['sign']}", f"  unit: {d['unit']}", f"  cost: {d['cost']}"]
+        if not d["options"]:
+            lines += ["  options: none", ""]
+            continue
+        lines.append(f"  options (attribution.options.{d['name']}):")
+        rows = [(o["name"], o["type"], json.dumps(o["default"]), o["description"]) for o in d["options"]]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines += ["    " + "  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
 def _print_outputs(result, paths) -> None:
     if result.retrieval:  # attribution.retrieval.enabled: the cascade's stages
-        from datablame.retrieval.candidates import format_stage_table
+        from datablame.report import format_stage_table
 
         typer.echo(format_stage_table(result.retrieval))
     ev = result.evaluation

@@ -13,6 +13,7 @@ import typer
 
 from datablame.cli import app, friendly
 from datablame.errors import DatablameError
+from datablame.layout import RunLayout
 
 
 def _split(value: str) -> list[str]:
@@ -56,40 +57,35 @@ def bench(
                                                "(their time and memory are that run's)")] = False,
 ) -> None:
     """Train (or reuse) the tiny model, run every method and peer, score against ground truth."""
-    import torch
-
-    from datablame.bench.report import metrics_table, verdict
-    from datablame.bench.runner import BenchOptions, bench_config, run_bench
-    from datablame.config import load_config
+    from datablame import api
+    from datablame.api import load_config
+    from datablame.report.bench import metrics_table, verdict
 
     t0 = time.perf_counter()
     if results_name is not None and not re.fullmatch(r"[\w.-]+", results_name):
         raise DatablameError(f"--results-name {results_name!r} is not a plain file stem",
                              "use letters, digits, '_', '-' and '.' only, e.g. bench_planted_normalized")
-    torch.set_num_threads(max(1, threads))
     if config is not None:
-        cfg = load_config(config)
+        cfg = load_config(config, other_names_ok=True)  # attribution.options may hold peers' options
         if cfg.data.source != corpus:
             raise DatablameError(f"--config has data.source {cfg.data.source!r} but the benchmark is {corpus!r}",
                                  f"set data.source: {corpus} in the config, or run `datablame bench {cfg.data.source}`")
     else:
         default_out = f"runs/bench-{corpus}" + ("" if size == "full" else f"-{size}")
-        cfg = bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite)
-    opts = BenchOptions(
-        methods=_split(methods) or None, peers=_split(peers), options=_parse_options(option or []),
+        cfg = api.bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite)
+    result = api.bench(
+        cfg, corpus, methods=_split(methods) or None, peers=_split(peers), options=_parse_options(option or []),
         n_boot=bootstrap, results_dir=results_dir, results_name=results_name, threads=threads, started=t0, resume=resume,
         command="datablame " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    result = run_bench(cfg, corpus, opts)
     typer.echo(metrics_table(result))
     typer.echo("")
     le = result["logit_eval"]
     typer.secho(f"logit evaluation: {len(result['queries']['learned'])}/{le['n']} queries learned "
                 f"(accuracy {le['accuracy']:.3f})", fg="green", bold=True)
     typer.secho(verdict(result).replace("**", ""), fg="green", bold=True)
-    bench_dir = Path(cfg.output.dir) / "bench"
-    typer.echo(f"results: {bench_dir / 'bench.json'}, {bench_dir / 'bench.md'}, "
-               f"{bench_dir / 'pr.png'}, {bench_dir / 'recall_at_k.png'}")
+    files = RunLayout(cfg.output.dir).bench
+    typer.echo(f"results: {files.bench_json}, {files.bench_md}, {files.pr_plot}, {files.recall_plot}")
     if results_dir is not None:
         typer.echo(f"copies: {results_dir}/{results_name or 'bench_' + corpus}.json|.md|_pr.png|_recall_at_k.png")
     typer.echo(f"bench finished in {time.perf_counter() - t0:.0f} s")

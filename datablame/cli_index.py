@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from datablame.cli import ConfigOpt, app, friendly
+from datablame.layout import RunLayout
 
 
 @app.command()
@@ -23,9 +23,10 @@ def index(
     """Build the gradient feature store (resumable; progress with rows/s and ETA) and the
     text indices of the retrieval cascade."""
     from datablame import api
-    from datablame.config import load_config
+    from datablame.api import load_config
 
-    summary = api.index(load_config(config), faiss=faiss, overwrite=overwrite, text_indices=text_indices)
+    cfg = load_config(config)
+    summary = api.index(cfg, faiss=faiss, overwrite=overwrite, text_indices=text_indices)
     typer.echo(
         f"store {summary['store']}: {summary['rows']} rows x {summary['dim']} dims in {summary['shards']} shards "
         f"({summary['shards_computed']} computed, {summary['shards_reused']} reused), "
@@ -39,7 +40,7 @@ def index(
         typer.echo(f"faiss {f['kind']} index: recall@10 vs exact {rec:.3f}" if rec is not None else f"faiss {f['kind']}")
     if "text_indices" in summary:
         typer.echo(describe_text_indices(summary["text_indices"]))
-    typer.echo(f"summary: {Path(summary['store']) / 'index_summary.json'}")
+    typer.echo(f"summary: {RunLayout(cfg.output.dir).index_summary}")
 
 
 def describe_text_indices(info: dict) -> str:

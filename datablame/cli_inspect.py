@@ -23,7 +23,7 @@ def inspect(
 ) -> None:
     """Lambda-matrix heatmap and sorted-lambda plot (symlog) of one layer's EKFAC/K-FAC factors."""
     from datablame import api
-    from datablame.config import load_config
+    from datablame.api import load_config
 
     t0 = time.perf_counter()
     paths = api.inspect(load_config(config), layer, kind=kind, out_dir=out, damping=damping)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from datablame.cli import ConfigOpt, app, friendly
+from datablame.errors import DatablameError
 
 NumCpus = Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: config, else all)")]
 Address = Annotated[str | None, typer.Option(help="join a Ray cluster ('auto', 'ray://host:10001')")]
@@ -22,6 +23,22 @@ def _fmt(x: Any, digits: int = 3) -> str:
             return "—"
         return f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
     return str(x)
+
+
+def parse_int_list(text: str | None) -> list[int] | None:
+    """'1,5,10' -> [1, 5, 10]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DatablameError(f"{text!r} is not a comma-separated list of integers", "e.g. --k 1,5,10") from None
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 @app.command()
@@ -43,23 +60,16 @@ def verify(
     from rich.console import Console
     from rich.table import Table
 
-    from datablame.config import load_config
-    from datablame.errors import DatablameError
-    from datablame.verify import verify as run_verify
-    from datablame.verify.common import (
-        parse_int_list,
-        parse_names,
-        raise_if_methods_failed,
-        ray_settings,
-    )
+    from datablame import api
+    from datablame.api import load_config
 
     if strategy is not None and strategy not in ("remove", "flip", "loo"):
         raise DatablameError(f"unknown strategy {strategy!r}", "use remove, flip or loo")
     cfg = load_config(config)
-    ray_cfg = ray_settings(cfg.verify.ray, num_cpus=num_cpus, address=address, serial=serial)
-    rep = run_verify(
+    rep = api.verify(
         cfg, result_path=result, methods=parse_names(methods), queries=parse_names(queries),
-        ks=parse_int_list(k), seeds=parse_int_list(seeds), controls=controls, strategy=strategy, ray=ray_cfg,
+        ks=parse_int_list(k), seeds=parse_int_list(seeds), controls=controls, strategy=strategy,
+        num_cpus=num_cpus, address=address, serial=serial,
     )
     console = Console()
     d = rep.data
@@ -95,7 +105,7 @@ def verify(
     typer.echo(f"trainings: {des.get('trained')} new, {des.get('reused')} reused; wall {d['timing']['wall_s']:.0f} s")
     for kind, p in rep.paths.items():
         typer.echo(f"{kind}: {p}")
-    raise_if_methods_failed(d.get("method_errors") or {}, rep.paths)
+    api.raise_if_methods_failed(rep)
 
 
 @app.command()
@@ -113,13 +123,12 @@ def lds(
     from rich.console import Console
     from rich.table import Table
 
-    from datablame.config import load_config
-    from datablame.verify import lds as run_lds
-    from datablame.verify.common import parse_names, raise_if_methods_failed, ray_settings
+    from datablame import api
+    from datablame.api import load_config
 
     cfg = load_config(config)
-    ray_cfg = ray_settings(cfg.lds.ray, num_cpus=num_cpus, address=address, serial=serial)
-    rep = run_lds(cfg, parse_names(methods), num_subsets=subsets, alpha=alpha, ray=ray_cfg)
+    rep = api.lds(cfg, parse_names(methods), num_subsets=subsets, alpha=alpha,
+                  num_cpus=num_cpus, address=address, serial=serial)
     d = rep.data
     st = d["settings"]
     conf = int(st["confidence"] * 100)
@@ -137,4 +146,4 @@ def lds(
     typer.echo(f"subset models: {des['trained']} trained, {des['reused']} reused; wall {d['timing']['wall_s']:.0f} s")
     for kind, p in rep.paths.items():
         typer.echo(f"{kind}: {p}")
-    raise_if_methods_failed(d.get("method_errors") or {}, rep.paths)
+    api.raise_if_methods_failed(rep)

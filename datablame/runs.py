@@ -15,12 +15,11 @@ from pathlib import Path
 
 from datablame.config import RunConfig
 from datablame.errors import DatablameError
+from datablame.layout import MARKER, RunLayout
 from datablame.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("datablame")
 
-MARKER = "run.json"
-TRAIN_RECORD = "fingerprint.json"  # <run>/model/fingerprint.json: what the model is trained on
 # bump when the same data and config would train a different model (refuses older trained models)
 TRAIN_FORMAT = 1
 _WARNED: set[str] = set()  # runs without a data fingerprint, warned about once per process
@@ -53,7 +52,7 @@ def prepare_run_dir(cfg: RunConfig, data_fingerprint: str | None = None) -> Path
     model was trained on other data is refused, or moved aside with `output.overwrite: true`.
     """
     out = Path(cfg.output.dir)
-    marker = out / MARKER
+    marker = RunLayout(out).marker
     key = run_key(cfg)
     if out.exists() and not out.is_dir():
         raise DatablameError(f"output.dir {out} is a file, not a directory", "choose a directory path for output.dir")
@@ -92,13 +91,13 @@ def prepare_run_dir(cfg: RunConfig, data_fingerprint: str | None = None) -> Path
             marker,
             {"name": cfg.name, "run_key": key, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
         )
-    atomic_write_text(out / "config.resolved.yaml", cfg.to_yaml())
+    atomic_write_text(RunLayout(out).resolved_config, cfg.to_yaml())
     return out
 
 
 def read_marker(out: Path) -> dict:
     """The run marker of `out`, or a one-line error naming it when it is damaged."""
-    marker = Path(out) / MARKER
+    marker = RunLayout(out).marker
     fix = (f"choose a new output.dir, or repair {marker} (a JSON object with the run's name, run_key "
            "and created; a copy of the marker of a run with the same config works)")
     try:
@@ -114,13 +113,13 @@ def read_marker(out: Path) -> dict:
 # --- what the trained model was trained on ------------------------------------------
 
 def model_record_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "model" / TRAIN_RECORD
+    return RunLayout(run_dir).train_record
 
 
 def _has_trained_artifacts(run_dir: Path) -> bool:
     """Anything built from the data: final model, checkpoints, a tiny model's base (its tokenizer)."""
-    model = Path(run_dir) / "model"
-    return (model / "final").is_dir() or (model / "base").is_dir() or any(model.glob("checkpoint-*"))
+    model = RunLayout(run_dir).model
+    return model.final.is_dir() or model.base.is_dir() or model.has_checkpoint_dirs()
 
 
 def trained_data_fingerprint(run_dir: str | Path) -> str | None:
@@ -140,7 +139,7 @@ def trained_data_fingerprint(run_dir: str | Path) -> str | None:
             raise DatablameError(f"{path} is damaged, so what the model was trained on is unknown",
                                  "choose a new output.dir, or set output.overwrite: true to move this run aside")
         return rec["data_fingerprint"]
-    if (run_dir / MARKER).is_file():
+    if RunLayout(run_dir).marker.is_file():
         fp = read_marker(run_dir).get("data_fingerprint")
         if isinstance(fp, str):
             return fp
@@ -163,7 +162,7 @@ def record_training_data(run_dir: str | Path, cfg: RunConfig, data_fingerprint: 
         "format": TRAIN_FORMAT, "data_fingerprint": data_fingerprint, "rows": n_rows, "run_key": run_key(cfg),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    marker = run_dir / MARKER
+    marker = RunLayout(run_dir).marker
     atomic_write_json(marker, {**read_marker(run_dir), "data_fingerprint": data_fingerprint})
 
 
@@ -183,7 +182,7 @@ def _data_desc(cfg: RunConfig) -> str:
 def data_changed_error(cfg: RunConfig, out: Path, trained: str, now: str, *, attributing: bool = False) -> DatablameError:
     use = "; attributing with it would blame rows it never saw" if attributing else ""
     return DatablameError(
-        f"{_data_desc(cfg)} changed since the model in {out / 'model'} was trained (data fingerprint "
+        f"{_data_desc(cfg)} changed since the model in {RunLayout(out).model_dir} was trained (data fingerprint "
         f"{trained[:12]} then, {now[:12]} now){use}",
         "retrain: set output.overwrite: true and run `datablame train` (the old run is moved aside, not "
         "deleted), or choose a new output.dir; or restore the data the model was trained on",
@@ -212,7 +211,7 @@ def _check_movable(cfg: RunConfig, out: Path) -> None:
 
 
 def _move_aside(out: Path) -> Path:
-    if not (out / MARKER).is_file():  # never rename a directory that is not a datablame run
+    if not RunLayout(out).marker.is_file():  # never rename a directory that is not a datablame run
         raise DatablameError(f"{out} holds no datablame run ({MARKER}), so it is not moved aside",
                              "choose an empty or new output.dir")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -6,7 +6,7 @@ scored against ground truth, with time and peak memory side by side.
 
 Steps: build the synthetic corpus (its queries and ground truth come with it), train the
 tiny model or reuse the run directory's, encode rows and queries once
-(`api.prepare_inputs`), run the logit evaluation (which queries the model actually
+(`inputs.prepare_inputs`), run the logit evaluation (which queries the model actually
 answers right), then each method (`get_method(name).fit` + `score`) and each peer
 adapter, one after another in this process, each timed and memory-sampled by
 `bench.measure` with an empty cache (a method pays for its own gradients; nothing is
@@ -43,17 +43,19 @@ import torch
 from datablame import __version__
 from datablame.bench.logit_eval import logit_evaluation
 from datablame.bench.measure import measure
-from datablame.bench.metrics import (
+from datablame.bench.peers import load_adapters, restore_model_state, run_peer, save_model_state
+from datablame.config import HopsConfig, PlantedConfig, RunConfig, parse_config
+from datablame.errors import DatablameError
+from datablame.layout import BenchLayout, RunLayout
+from datablame.methods import REGISTRY, get_method
+from datablame.methods.base import check_scores_shape
+from datablame.metrics import (
     evaluate,
     precision_recall_curve,
     query_metrics,
     summarize,
     topk_jaccard,
 )
-from datablame.bench.peers import load_adapters, restore_model_state, run_peer, save_model_state
-from datablame.config import HopsConfig, PlantedConfig, RunConfig, parse_config
-from datablame.errors import DatablameError
-from datablame.methods import REGISTRY, get_method
 from datablame.utils.io import atomic_save_npz, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("datablame")
@@ -217,7 +219,9 @@ def _run_method(name: str, inputs, base_cache: dict, options: dict) -> dict[str,
 
         def fit_and_score():
             method.fit(inputs)
-            return method.score(inputs)
+            s = method.score(inputs)
+            check_scores_shape(name, s, len(inputs.queries), len(inputs.corpus))
+            return s
 
         m = measure(fit_and_score, next(inputs.model.parameters()).device)
     except Exception as err:  # noqa: BLE001 - a failing method is reported, not fatal
@@ -287,7 +291,7 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> list[float]:
 
 def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None) -> dict[str, Any]:
     """Train (or reuse), attribute with every method and peer, score against ground truth."""
-    from datablame import api
+    from datablame.inputs import load_corpus, prepare_inputs, train
 
     opts = opts or BenchOptions()
     if cfg.data.source not in CORPORA:
@@ -301,16 +305,17 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
         get_method(name, **options_of[name])
     t_start = opts.started if opts.started is not None else time.perf_counter()
     machine = _machine()
-    corpus, _, _ = api.load_corpus(cfg)
+    corpus, _, _ = load_corpus(cfg)
     run_dir = Path(cfg.output.dir)
-    reused = (run_dir / "model" / "final").is_dir() and (run_dir / "run.json").is_file()
+    layout = RunLayout(run_dir)
+    reused = layout.final_model.is_dir() and layout.marker.is_file()
     t = time.perf_counter()
-    loaded = api.train(cfg, corpus)
+    loaded = train(cfg, corpus)
     train_wall = time.perf_counter() - t
-    summary_path = run_dir / "model" / "train_summary.json"
+    summary_path = layout.train_summary
     train_summary = _read_json(summary_path)
     t = time.perf_counter()
-    inputs, truth = api.prepare_inputs(cfg, corpus=corpus, loaded=loaded, use_store=False)
+    inputs, truth = prepare_inputs(cfg, corpus=corpus, loaded=loaded, use_store=False)
     prepare_s = time.perf_counter() - t
     queries = inputs.queries
     idx = corpus.index_of()
@@ -324,7 +329,7 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
 
     base_cache = dict(inputs.cache)
     entries: dict[str, dict[str, Any]] = {}
-    done_dir = run_dir / "bench" / "done"
+    done_dir = layout.bench.done_dir
     identity = {"model": inputs.cache.get("model_info", {}).get("fingerprint"), "data": corpus.fingerprint(),
                 "queries": [q.query_id for q in queries]}
     jobs = [(name, name, "ours") for name in methods] + [(f"{name} (peer)", name, "peer") for name in peers]
@@ -421,7 +426,7 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
     }
     bench["best"] = best_of(bench)
     bench["wall_seconds"] = time.perf_counter() - t_start
-    write_bench(bench, run_dir / "bench", scores_out, corpus_name, opts.results_dir, opts.results_name)
+    write_bench(bench, layout.bench_dir, scores_out, corpus_name, opts.results_dir, opts.results_name)
     return _clean(bench)
 
 
@@ -492,7 +497,7 @@ def best_of(bench: dict[str, Any], metric: str = "ap") -> dict[str, Any]:
 
 def write_bench(bench: dict[str, Any], out_dir: Path, scores: dict[str, np.ndarray], corpus_name: str,
                 results_dir: Path | None = None, results_name: str | None = None) -> dict[str, Path]:
-    from datablame.bench.report import (
+    from datablame.report.bench import (
         plot_pr,
         plot_recall_at_k,
         render_markdown,
@@ -501,14 +506,15 @@ def write_bench(bench: dict[str, Any], out_dir: Path, scores: dict[str, np.ndarr
 
     out_dir.mkdir(parents=True, exist_ok=True)
     clean = _clean(bench)
-    paths = {"json": atomic_write_json(out_dir / "bench.json", clean),
-             "markdown": atomic_write_text(out_dir / "bench.md", render_markdown(clean)),
-             "readme_section": atomic_write_text(out_dir / "readme_section.md",
+    files = BenchLayout(out_dir)
+    paths = {"json": atomic_write_json(files.bench_json, clean),
+             "markdown": atomic_write_text(files.bench_md, render_markdown(clean)),
+             "readme_section": atomic_write_text(files.readme_section,
                                                  render_readme_section(clean, image_prefix="")),
-             "pr_png": plot_pr(clean, out_dir / "pr.png"),
-             "recall_png": plot_recall_at_k(clean, out_dir / "recall_at_k.png")}
+             "pr_png": plot_pr(clean, files.pr_plot),
+             "recall_png": plot_recall_at_k(clean, files.recall_plot)}
     if scores:
-        paths["scores"] = atomic_save_npz(out_dir / "scores.npz", {k.replace(" ", "_"): v for k, v in scores.items()})
+        paths["scores"] = atomic_save_npz(files.scores_npz, {k.replace(" ", "_"): v for k, v in scores.items()})
     if results_dir is not None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)

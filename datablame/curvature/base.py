@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 
 from datablame.errors import DatablameError
+from datablame.layout import AttributionLayout
 
 HEURISTIC_DAMPING_SCALE = 0.1  # kronfluence's default: λ = 0.1 x mean eigenvalue per module
 
@@ -33,7 +34,7 @@ HEURISTIC_DAMPING_SCALE = 0.1  # kronfluence's default: λ = 0.1 x mean eigenval
 def factor_path(work_dir: str | Path, kind: str) -> Path:
     """Where the influence methods keep fitted factors: <work_dir>/curvature/<kind>.safetensors
     (<run>/attribution/curvature/ekfac.safetensors for a run)."""
-    return Path(work_dir) / "curvature" / f"{kind}.safetensors"
+    return AttributionLayout(work_dir).factor_path(kind)
 
 
 def split_blocks(x: torch.Tensor, shapes: list[tuple[str, int, int]]) -> list[torch.Tensor]:

@@ -28,7 +28,17 @@ from datablame.methods import (  # noqa: F401  (imports register the methods)
     tracin,
     trak,
 )
-from datablame.methods.base import REGISTRY, AttributionInputs, Method, get_method, register
+from datablame.methods.base import (
+    REGISTRY,
+    AttributionInputs,
+    Method,
+    MethodOptions,
+    describe_all,
+    get_method,
+    method_options,
+    register,
+)
 from datablame.methods.grad_align import GradFeatures, gradient_features
 
-__all__ = ["REGISTRY", "AttributionInputs", "GradFeatures", "Method", "get_method", "gradient_features", "register"]
+__all__ = ["REGISTRY", "AttributionInputs", "GradFeatures", "Method", "MethodOptions", "describe_all", "get_method",
+           "gradient_features", "method_options", "register"]

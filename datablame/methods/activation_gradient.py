@@ -19,38 +19,32 @@ mean|topk|learned, `top_k` (topk), `layer_weights` (fixed convex weights), `refe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from datablame.methods.base import AttributionInputs, Method, register
 from datablame.methods.hidden_states import (
-    POOLINGS,
-    SPANS,
     attributed_layer_features,
-    check_choice,
     cosine_per_layer,
     decoder_layers,
     resolve_layers,
 )
-from datablame.methods.layer_aggregation import LayerAggregation, save_info
+from datablame.methods.layer_aggregation import LayerAggregation, LayerOptions, save_info
 
 
 @register
 class ActivationGradient(Method):
     name = "activation_gradient"
+    family = "representation"
     unit = "cosine similarity of pooled activation gradients dL/dh (layer-aggregated), unitless in [-1, 1]"
     cost = "one forward+backward per row (activation gradients only, no weight gradients)"
 
-    def __init__(
-        self, layers: int | str | Sequence[int] = "all", pooling: str = "mean", span: str = "answer",
-        aggregate: str = "mean", top_k: int = 2, layer_weights: Sequence[float] | None = None,
-        reference: str = "grad_cosine",
-    ) -> None:
-        self.layers = layers
-        self.pooling = check_choice("pooling", pooling, POOLINGS, self.name)
-        self.span = check_choice("span", span, SPANS, self.name)
-        self.aggregation = LayerAggregation(aggregate, top_k, layer_weights, reference, self.name)
+    Options = LayerOptions
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.layers, self.pooling, self.span = o.layers, o.pooling, o.span
+        self.aggregation = LayerAggregation(o.aggregate, o.top_k, o.layer_weights, o.reference, self.name)
         self.info: dict = {}
 
     def per_layer(self, inputs: AttributionInputs) -> np.ndarray:

@@ -28,17 +28,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, StrictBool
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.layout import AttributionLayout
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.hidden_states import (
     POOLINGS,
     SPANS,
     attributed_layer_features,
-    check_choice,
     decoder_layers,
     resolve_layers,
 )
@@ -93,23 +95,25 @@ def cluster_candidates(
 @register
 class ActivationSimilarity(Method):
     name = "activation_similarity"
+    family = "representation"
     unit = "cosine similarity of pooled hidden states at one layer, unitless in [-1, 1]"
     cost = "one forward per row (no backward)"
 
-    def __init__(
-        self, layer: int | str | None = None, pooling: str = "mean", span: str = "answer", center: bool = False,
-        clusters: int = 5, cluster_top: int = 50, cluster_terms: int = 8,
-    ) -> None:
-        self.layer = layer
-        self.pooling = check_choice("pooling", pooling, POOLINGS, self.name)
-        self.span = check_choice("span", span, SPANS, self.name)
-        self.center = bool(center)
-        if clusters < 0 or cluster_top < 1 or cluster_terms < 1:
-            raise DatablameError(
-                f"{self.name}: clusters={clusters}, cluster_top={cluster_top}, cluster_terms={cluster_terms}",
-                "use clusters >= 0 (0 = no grouping), cluster_top >= 1 and cluster_terms >= 1",
-            )
-        self.n_clusters, self.cluster_top, self.cluster_terms = int(clusters), int(cluster_top), int(cluster_terms)
+    class Options(MethodOptions):
+        layer: int | str | None = Field(None, description="decoder layer (negative from the end; null = the "
+                                        "middle one, n // 2)")
+        pooling: Literal[POOLINGS] = Field("mean", description="pool token vectors by their mean or the last token")
+        span: Literal[SPANS] = Field("answer", description="tokens pooled: the answer's or all")
+        center: StrictBool = Field(False, description="subtract the mean training-row vector before the cosine")
+        clusters: int = Field(5, ge=0, description="KMeans k for grouping each query's top candidates (0 = off)")
+        cluster_top: int = Field(50, ge=1, description="candidates per query to group")
+        cluster_terms: int = Field(8, ge=1, description="top TF-IDF terms reported per cluster")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.layer, self.pooling, self.span, self.center = o.layer, o.pooling, o.span, o.center
+        self.n_clusters, self.cluster_top, self.cluster_terms = o.clusters, o.cluster_top, o.cluster_terms
         self.clusters: list[dict] = []
 
     def _layer(self, inputs: AttributionInputs) -> int:
@@ -135,7 +139,7 @@ class ActivationSimilarity(Method):
         if self.n_clusters:
             self.clusters = self.group(inputs, scores, r.numpy())
             if inputs.work_dir is not None:
-                out = inputs.work_dir / self.name / "clusters.json"
+                out = AttributionLayout(inputs.work_dir).cache_dir(self.name) / "clusters.json"
                 atomic_write_json(out, {
                     "layer": self._layer(inputs), "pooling": self.pooling, "span": self.span,
                     "center": self.center, "queries": self.clusters,

@@ -15,20 +15,27 @@ on a common scale.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.text_index import bm25_index_for, query_texts
 
 
 @register
 class BM25(Method):
     name = "bm25"
+    family = "lexical"
     sign = "higher = the row shares more (and rarer) words with the query's prompt + completion"
     unit = "Lucene BM25 score (k1, b as configured), >= 0, unbounded"
     cost = "no model: one sparse index over the rows' words; milliseconds per query"
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
-        self.k1, self.b = float(k1), float(b)
+    class Options(MethodOptions):
+        k1: float = Field(1.5, description="BM25 term-frequency saturation")
+        b: float = Field(0.75, description="BM25 document-length normalisation (0 = none, 1 = full)")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.k1, self.b = self.options.k1, self.options.b
 
     def fit(self, inputs: AttributionInputs) -> None:
         bm25_index_for(inputs, k1=self.k1, b=self.b)

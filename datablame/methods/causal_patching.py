@@ -38,15 +38,17 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
 from datablame.methods.base import AttributionInputs, register
 from datablame.methods.cross_checkpoint import cached_pair_features
-from datablame.methods.delta_h import CrossCheckpointMethod
+from datablame.methods.delta_h import CrossCheckpointMethod, CrossCheckpointOptions
 from datablame.methods.hidden_states import device_of, forward_layers, layer_hooks
 from datablame.models.tokenize import IGNORE, pad_batch
 
@@ -133,25 +135,24 @@ def top_p_gates(a: torch.Tensor, top_p: float) -> torch.Tensor:
 @register
 class CausalPatching(CrossCheckpointMethod):
     name = "causal_patching"
+    family = "counterfactual"
     unit = "logits of the query's target margin gained by patching the row's top-p% changed dims (layer-aggregated)"
     cost = "two forwards + one backward per row, then per query and layer R (exact) or d (additive) partial forwards"
 
-    def __init__(
-        self, top_p: float = 25.0, mode: str = "exact", direction: str = "old_to_new", ig_steps: int = 0,
-        patch_batch: int = 256, **options,
-    ) -> None:
+    class Options(CrossCheckpointOptions):
+        top_p: float = Field(25.0, gt=0, le=100, description="percent of hidden dimensions gated per row and layer")
+        mode: Literal[MODES] = Field("exact", description="exact: patch each row's gate; additive: sum of "
+                                     "single-dimension effects (for large corpora)")
+        direction: Literal[DIRECTIONS] = Field("old_to_new", description="patch new values into the old model, "
+                                               "or old values into the new one")
+        ig_steps: int = Field(0, ge=0, description="gate from integrated-gradients attributions with K steps (0 = dh * g)")
+        patch_batch: int = Field(256, ge=1, description="gates per patched forward")
+
+    def __init__(self, **options) -> None:
         super().__init__(**options)
-        if direction not in DIRECTIONS:
-            raise DatablameError(f"{self.name}: direction={direction!r}", f"use one of {list(DIRECTIONS)}")
-        self.direction = direction
-        if not 0 < float(top_p) <= 100:
-            raise DatablameError(f"{self.name}: top_p={top_p} is not a percentage in (0, 100]", "use e.g. top_p: 10")
-        if mode not in MODES:
-            raise DatablameError(f"{self.name}: mode={mode!r}", f"use one of {list(MODES)}")
-        if not isinstance(ig_steps, int) or ig_steps < 0 or patch_batch < 1:
-            raise DatablameError(f"{self.name}: ig_steps={ig_steps!r}, patch_batch={patch_batch!r}",
-                                 "use ig_steps >= 0 and patch_batch >= 1")
-        self.top_p, self.mode, self.ig_steps, self.patch_batch = float(top_p), mode, ig_steps, int(patch_batch)
+        o = self.options
+        self.direction, self.top_p, self.mode, self.ig_steps, self.patch_batch = (
+            o.direction, o.top_p, o.mode, o.ig_steps, o.patch_batch)
 
     def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
         """[L, Q, R] margin gains."""

@@ -46,6 +46,7 @@ from torch import nn
 from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
 from datablame.grads import GradientFeaturizer, select_modules
+from datablame.layout import AttributionLayout
 from datablame.methods.base import AttributionInputs
 from datablame.methods.grad_align import GradFeatures, featurizer_for, gradient_features
 from datablame.utils.io import atomic_save_npz
@@ -300,7 +301,7 @@ def featurizer_at(inputs: AttributionInputs, model: nn.Module) -> GradientFeatur
     """A featurizer over `model` with the run's modules and projection (checked to match)."""
     base = featurizer_for(inputs)
     modules = select_modules(model, inputs.attribution.modules)
-    feat = GradientFeaturizer(model, modules, base.projection)
+    feat = GradientFeaturizer(model, modules, base.projection, bias=inputs.attribution.modules.bias)
     if feat.shapes != base.shapes:
         raise DatablameError(
             "the checkpoint's selected modules differ from the attributed model's "
@@ -339,7 +340,7 @@ def features_of_model(
     path = None
     if disk and inputs.work_dir is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-        path = Path(inputs.work_dir) / "checkpoint_features" / f"{safe}.{key}.npz"
+        path = AttributionLayout(inputs.work_dir).cache_dir("checkpoint_features") / f"{safe}.{key}.npz"
     cached = load_npz_cache(path, ("rows", "row_losses")) if path is not None and path.is_file() else None
     if cached is not None:
         rows, row_losses = torch.from_numpy(cached["rows"]), torch.from_numpy(cached["row_losses"])

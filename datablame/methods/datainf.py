@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.grad_align import gradient_features
 from datablame.store.rows import row_blocks
 
@@ -64,15 +64,17 @@ def datainf_block_scores(rows: torch.Tensor, queries: torch.Tensor, lambda_scale
 @register
 class DataInf(Method):
     name = "datainf"
+    family = "influence"
     unit = "nats of query-loss decrease per unit up-weighting of the row (DataInf Hessian approximation)"
     cost = "gradient features (as grad_dot) + O(queries x rows x dim) for the per-layer inverse"
 
-    def __init__(self, lambda_scale: float = 0.1, query_chunk: int = 64) -> None:
-        if lambda_scale <= 0:
-            raise DatablameError(
-                f"datainf lambda_scale must be > 0, got {lambda_scale}", "set attribution.options.datainf.lambda_scale > 0"
-            )
-        self.lambda_scale, self.query_chunk = float(lambda_scale), max(int(query_chunk), 1)
+    class Options(MethodOptions):
+        lambda_scale: float = Field(0.1, gt=0, description="λ_l = lambda_scale x mean eigenvalue of layer l's Fisher")
+        query_chunk: int = Field(64, description="queries per inverse-HVP chunk (memory only; < 1 counts as 1)")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.lambda_scale, self.query_chunk = self.options.lambda_scale, max(self.options.query_chunk, 1)
 
     def fit(self, inputs: AttributionInputs) -> None:
         gradient_features(inputs)

@@ -38,12 +38,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.layout import RunLayout
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 
 RIDGE_GRID = np.logspace(-2, 5, 15)
 
@@ -89,7 +91,7 @@ def load_sweep(
     """Masks [M, N] and mean losses [M, Q] of the LDS subset models matching this corpus and
     query set (models of one subset with several seeds averaged)."""
     records = []
-    for path in sorted((Path(run_dir) / "lds" / "jobs").glob("*.json")):
+    for path in sorted(RunLayout(run_dir).lds_jobs_dir.glob("*.json")):
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -113,7 +115,7 @@ def load_sweep(
     if not groups:
         why = (f" ({other_queries} subset models were trained for other queries)" if other_queries else "")
         raise DatablameError(
-            f"no LDS subset models for this corpus and these queries under {Path(run_dir) / 'lds'}{why}",
+            f"no LDS subset models for this corpus and these queries under {RunLayout(run_dir).lds_dir}{why}",
             "run `datablame lds --config ...` first (datamodels are fitted on its retrained subsets)",
         )
     subsets = max(groups.values(), key=len)  # one training setting (e.g. epochs); the largest
@@ -125,21 +127,22 @@ def load_sweep(
 @register
 class DataModels(Method):
     name = "datamodels"
+    family = "counterfactual"
     unit = "nats/token of query loss removed by including the row (linear datamodel coefficient)"
     cost = "no gradients; M retrained subset models from `datablame lds` (cached), one regression per query"
     fits_on_lds_sweep: ClassVar[bool] = True  # LDS scores it out of fold
 
-    def __init__(
-        self,
-        regression: str = "ridge",
-        alpha: float | None = None,
-        holdout: Sequence[str] | None = None,
-        min_subsets: int = 3,
-    ) -> None:
-        if regression not in ("ridge", "lasso"):
-            raise DatablameError(f"datamodels regression {regression!r} is unknown", "use ridge or lasso")
-        self.regression, self.alpha = regression, alpha
-        self.holdout, self.min_subsets = list(holdout or []), min_subsets
+    class Options(MethodOptions):
+        regression: Literal["ridge", "lasso"] = Field("ridge", description="ridge (dense) or lasso (sparse) regression")
+        alpha: float | None = Field(None, description="regularisation penalty (null = chosen by cross-validation)")
+        holdout: list[str] | None = Field(None, description="LDS job keys left out of the fit (LDS sets it per fold)")
+        min_subsets: int = Field(3, description="refuse to fit on fewer LDS subset models")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.regression, self.alpha = o.regression, o.alpha
+        self.holdout, self.min_subsets = list(o.holdout or []), o.min_subsets
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
         if inputs.run_dir is None:

@@ -17,34 +17,42 @@ mean|last, `span` answer|all, `aggregate` mean|topk|learned, `top_k`, `layer_wei
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from os import PathLike
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from datablame.methods.base import AttributionInputs, Method, register
 from datablame.methods.cross_checkpoint import cached_pair_features, checkpoint_pair, n_layers_of
-from datablame.methods.hidden_states import (
-    POOLINGS,
-    SPANS,
-    check_choice,
-    cosine_per_layer,
-    resolve_layers,
-)
-from datablame.methods.layer_aggregation import LayerAggregation, save_info
+from datablame.methods.hidden_states import cosine_per_layer, resolve_layers
+from datablame.methods.layer_aggregation import LayerAggregation, LayerOptions, save_info
+
+
+class CrossCheckpointOptions(LayerOptions):
+    """Options of the cross-checkpoint methods: the checkpoint pair, then the layer options."""
+
+    old: str = Field("base", description="the old checkpoint: 'base' (before fine-tuning), 'first' (first saved "
+                     "checkpoint) or a model directory")
+    new: str = Field("model", description="the new checkpoint: 'model' (the attributed model) or a model directory")
+
+    @field_validator("old", "new", mode="before")
+    @classmethod
+    def _path_as_str(cls, v: object) -> object:
+        return str(v) if isinstance(v, PathLike) else v
 
 
 class CrossCheckpointMethod(Method):
     """Options and checkpoint handling shared by the cross-checkpoint methods."""
 
-    def __init__(
-        self, old: str = "base", new: str = "model", layers: int | str | Sequence[int] = "all",
-        pooling: str = "mean", span: str = "answer", aggregate: str = "mean", top_k: int = 2,
-        layer_weights: Sequence[float] | None = None, reference: str = "grad_cosine",
-    ) -> None:
-        self.old, self.new, self.layers = str(old), str(new), layers
-        self.pooling = check_choice("pooling", pooling, POOLINGS, self.name)
-        self.span = check_choice("span", span, SPANS, self.name)
-        self.aggregation = LayerAggregation(aggregate, top_k, layer_weights, reference, self.name)
+    family = "representation"
+    Options = CrossCheckpointOptions
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.old, self.new, self.layers = o.old, o.new, o.layers
+        self.pooling, self.span = o.pooling, o.span
+        self.aggregation = LayerAggregation(o.aggregate, o.top_k, o.layer_weights, o.reference, self.name)
         self.info: dict = {}
 
     def pair_and_layers(self, inputs: AttributionInputs):

@@ -22,11 +22,11 @@ Options (`attribution.options.delta_h_grad`): those of `delta_h` (`old`, `new`, 
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from datablame.errors import DatablameError
 from datablame.methods.base import AttributionInputs, register
 from datablame.methods.cross_checkpoint import cached_pair_features
-from datablame.methods.delta_h import CrossCheckpointMethod
+from datablame.methods.delta_h import CrossCheckpointMethod, CrossCheckpointOptions
 from datablame.methods.hidden_states import cosine_per_layer
 
 
@@ -36,11 +36,12 @@ class DeltaHGrad(CrossCheckpointMethod):
     unit = "cosine similarity of dh * dL/dh between checkpoints (layer-aggregated), unitless in [-1, 1]"
     cost = "two forwards and one backward per row (x ig_steps backward passes per layer with IG)"
 
-    def __init__(self, ig_steps: int = 0, **options) -> None:
+    class Options(CrossCheckpointOptions):
+        ig_steps: int = Field(0, ge=0, description="0 = plain dh * g; K > 0 = integrated gradients over K points")
+
+    def __init__(self, **options) -> None:
         super().__init__(**options)
-        if not isinstance(ig_steps, int) or ig_steps < 0:
-            raise DatablameError(f"{self.name}: ig_steps={ig_steps!r}", "use 0 (plain dh * g) or a positive int K")
-        self.ig_steps = ig_steps
+        self.ig_steps = self.options.ig_steps
 
     def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
         pair, layers = self.pair_and_layers(inputs)

@@ -12,20 +12,27 @@ Unit: cosine similarity of unit-norm 384-d embeddings, unitless in [-1, 1].
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.text_index import embedding_index_for, query_texts
 
 
 @register
 class EmbeddingCosine(Method):
     name = "embedding_cosine"
+    family = "semantic"
     sign = "higher = the row's text is semantically closer to the query's prompt + completion"
     unit = "cosine similarity of sentence embeddings, unitless in [-1, 1]"
     cost = "one MiniLM forward per row (batched, cached in the run's text index) and per query"
 
-    def __init__(self, model: str | None = None, batch_size: int = 64) -> None:
-        self.model, self.batch_size = model, int(batch_size)
+    class Options(MethodOptions):
+        model: str | None = Field(None, description="sentence-embedding model (null = attribution.retrieval.embedding_model)")
+        batch_size: int = Field(64, description="texts embedded per batch")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.model, self.batch_size = self.options.model, self.options.batch_size
 
     def _model(self, inputs: AttributionInputs) -> str:
         return self.model or inputs.attribution.retrieval.embedding_model

@@ -50,7 +50,8 @@ def featurizer_for(inputs: AttributionInputs) -> GradientFeaturizer:
     if "grad_featurizer" not in inputs.cache:
         cfg = inputs.attribution
         modules = select_modules(inputs.model, cfg.modules)
-        inputs.cache["grad_featurizer"] = GradientFeaturizer(inputs.model, modules, FactoredProjection(cfg.projection))
+        inputs.cache["grad_featurizer"] = GradientFeaturizer(inputs.model, modules, FactoredProjection(cfg.projection),
+                                                             bias=cfg.modules.bias)
         inputs.cache["grad_modules"] = [n for n, _ in modules]
     return inputs.cache["grad_featurizer"]
 
@@ -103,6 +104,7 @@ def gradient_features(inputs: AttributionInputs) -> GradFeatures:
 @register
 class GradDot(Method):
     name = "grad_dot"
+    family = "gradient"
     unit = "nats of query loss decrease per unit learning rate (first order)"
     cost = "one forward+backward per row (activation gradients only)"
 
@@ -114,6 +116,7 @@ class GradDot(Method):
 @register
 class GradCosine(Method):
     name = "grad_cosine"
+    family = "gradient"
     unit = "cosine similarity of loss gradients, unitless in [-1, 1]"
     cost = "one forward+backward per row (activation gradients only)"
 

@@ -42,14 +42,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
 from datablame.grads import GradientFeaturizer
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.grad_align import GradFeatures, featurizer_for
 from datablame.models.tokenize import IGNORE, Encoded, pad_batch
 
@@ -165,21 +167,21 @@ def reduce_cosines(terms: TokenTerms, query_norms: torch.Tensor, reduce: str, to
 @register
 class GradTokenwise(Method):
     name = "grad_tokenwise"
+    family = "gradient"
     unit = "cosine similarity of the query gradient with a row's per-token gradient terms, unitless in [-1, 1]"
     cost = "one forward+backward per row (activation gradients only) plus Q*k_out*k_in per token and module"
     sign = "higher = the row's most aligned token(s) push the query's loss down"
 
-    def __init__(self, reduce: str = "max", topk: int = 4, positions: str = "nonzero") -> None:
-        if reduce not in REDUCES:
-            raise DatablameError(f"grad_tokenwise reduce {reduce!r} is unknown",
-                                 f"set attribution.options.grad_tokenwise.reduce to one of {list(REDUCES)}")
-        if not isinstance(topk, int) or topk < 1:
-            raise DatablameError(f"grad_tokenwise topk must be a positive integer, got {topk!r}",
-                                 "set attribution.options.grad_tokenwise.topk to e.g. 4")
-        if positions not in POSITIONS:
-            raise DatablameError(f"grad_tokenwise positions {positions!r} is unknown",
-                                 f"set attribution.options.grad_tokenwise.positions to one of {list(POSITIONS)}")
-        self.reduce, self.topk, self.positions = reduce, topk, positions
+    class Options(MethodOptions):
+        reduce: Literal[REDUCES] = Field("max", description="per row: its best token's cosine (max), the mean of "
+                                         "its topk best (topk_mean) or the mean over positions")
+        topk: int = Field(4, ge=1, description="tokens averaged by reduce: topk_mean")
+        positions: Literal[POSITIONS] = Field("nonzero", description="positions of a row: every one with a nonzero "
+                                              "gradient, or only those predicting a loss token (loss)")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.reduce, self.topk, self.positions = self.options.reduce, self.options.topk, self.options.positions
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
         feat = featurizer_for(inputs)

@@ -28,9 +28,11 @@ Cost: explicit ~p Hessian-vector products per batch; cg one dataset pass of HVPs
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from datablame.config import ModuleSelection, ProjectionConfig
 from datablame.curvature.base import HEURISTIC_DAMPING_SCALE
@@ -44,8 +46,19 @@ from datablame.curvature.hessian import (
 )
 from datablame.errors import DatablameError
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.grads.modules import is_conv1d
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.models.tokenize import pad_batch, per_row_loss
+
+
+def _weight_layout(x: torch.Tensor, shapes, modules) -> torch.Tensor:
+    """Features [N, D] (out x in blocks) reordered like the flattened weights (Conv1D: in x out)."""
+    parts, start = [], 0
+    for (_, o, i), (_, m) in zip(shapes, modules, strict=True):
+        block = x[:, start : start + o * i].reshape(len(x), o, i)
+        parts.append((block.transpose(1, 2) if is_conv1d(m) else block).reshape(len(x), -1))
+        start += o * i
+    return torch.cat(parts, dim=1)
 
 
 @contextmanager
@@ -67,25 +80,36 @@ def _only_these_require_grad(model: torch.nn.Module, params: list[torch.Tensor])
 @register
 class HessianInfluence(Method):
     name = "hessian_influence"
+    family = "influence"
     unit = ("nats of query-loss decrease per unit extra weight on the row in the mean training "
             "objective (exact Hessian of the selected weights)")
     cost = "exact Hessian: ~p Hessian-vector products per batch (explicit) or one HVP pass per CG iteration"
 
-    def __init__(
-        self, pattern: str | None = None, layers: str | None = None, solver: str = "auto",
-        damping: float | None = None, damping_scale: float = HEURISTIC_DAMPING_SCALE,
-        max_params: int = 200_000, explicit_max_params: int = 4096,
-        cg_tol: float = 1e-6, cg_max_iter: int = 100, batch_size: int | None = None, seed: int = 0,
-    ) -> None:
-        if solver not in ("auto", "explicit", "cg"):
-            raise DatablameError(f"hessian_influence: unknown solver {solver!r}", "choose 'auto', 'explicit' or 'cg'")
-        if damping is not None and damping < 0:
-            raise DatablameError("hessian_influence: damping must be >= 0 or null", "fix attribution.options.hessian_influence.damping")
-        self.pattern, self.layers, self.solver = pattern, layers, solver
-        self.damping, self.damping_scale = damping, damping_scale
-        self.max_params, self.explicit_max_params = max_params, explicit_max_params
-        self.cg_tol, self.cg_max_iter, self.seed = cg_tol, cg_max_iter, seed
-        self.batch_size = batch_size
+    class Options(MethodOptions):
+        pattern: str | None = Field(None, description="regex of the linear layers whose weights count "
+                                    "(null = attribution.modules.pattern)")
+        layers: str | None = Field(None, description="layer range such as '1-2' (null = attribution.modules.layers)")
+        solver: Literal["auto", "explicit", "cg"] = Field("auto", description="explicit: build H and solve; cg: "
+                                                          "conjugate gradient on HVPs; auto: explicit up to "
+                                                          "explicit_max_params")
+        damping: float | None = Field(None, ge=0, description="absolute λ (null = damping_scale x mean Hessian eigenvalue)")
+        damping_scale: float = Field(HEURISTIC_DAMPING_SCALE, description="heuristic damping when damping is null")
+        max_params: int = Field(200_000, description="refuse when the selected weights hold more parameters")
+        explicit_max_params: int = Field(4096, description="solver auto: explicit up to this many parameters, else cg")
+        cg_tol: float = Field(1e-6, description="conjugate-gradient relative tolerance")
+        cg_max_iter: int = Field(100, description="conjugate-gradient iterations at most")
+        batch_size: int | None = Field(None, description="rows per Hessian-vector-product batch "
+                                       "(null = attribution.batch_size)")
+        seed: int = Field(0, description="seed of the Hutchinson trace estimate (cg with null damping)")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.pattern, self.layers, self.solver = o.pattern, o.layers, o.solver
+        self.damping, self.damping_scale = o.damping, o.damping_scale
+        self.max_params, self.explicit_max_params = o.max_params, o.explicit_max_params
+        self.cg_tol, self.cg_max_iter, self.seed = o.cg_tol, o.cg_max_iter, o.seed
+        self.batch_size = o.batch_size
         self.info: dict = {}
         self._pq: torch.Tensor | None = None
         self._rows: torch.Tensor | None = None
@@ -94,8 +118,10 @@ class HessianInfluence(Method):
         base = inputs.attribution.modules
         sel = ModuleSelection(
             pattern=self.pattern if self.pattern is not None else base.pattern,
+            preset=base.preset,
             layers=self.layers if self.layers is not None else base.layers,
             lora_only=base.lora_only if self.pattern is None else False,
+            bias=False,  # the exact Hessian is over the selected weights only
         )
         modules = select_modules(inputs.model, sel)
         p = sum(m.weight.numel() for _, m in modules)
@@ -115,9 +141,11 @@ class HessianInfluence(Method):
         pad = inputs.tokenizer.pad_token_id or 0
         bs = self.batch_size or inputs.attribution.batch_size
         # identity projection: the exact per-row weight gradients, flattened like the weights
-        feat = GradientFeaturizer(model, modules, FactoredProjection(ProjectionConfig(k_in=None, k_out=None)))
+        feat = GradientFeaturizer(model, modules, FactoredProjection(ProjectionConfig(k_in=None, k_out=None)), bias=False)
         rows, _ = feat.featurize(inputs.rows, bs, pad, desc="hessian_influence: row gradients")
         queries, _ = feat.featurize(inputs.query_rows, bs, pad, desc=False)
+        if any(is_conv1d(m) for _, m in modules):  # features are out x in; Conv1D weights in x out
+            rows, queries = (_weight_layout(x, feat.shapes, modules) for x in (rows, queries))
         params = [m.weight for _, m in modules]
         n = len(inputs.rows)
         batches = [

@@ -38,15 +38,6 @@ POOLINGS = ("mean", "last")
 SPANS = ("answer", "all")
 
 
-def check_choice(name: str, value: str, allowed: Sequence[str], method: str) -> str:
-    if value not in allowed:
-        raise DatablameError(
-            f"{method}: {name}={value!r} is not one of {list(allowed)}",
-            f"set attribution.options.{method}.{name} to one of {list(allowed)}",
-        )
-    return value
-
-
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The stack of decoder blocks (Llama/OLMo/Mistral `model.layers`, GPT-2 `transformer.h`,
     GPT-NeoX `gpt_neox.layers`), also through PEFT wrappers."""

@@ -28,10 +28,11 @@ changing it never refits.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, StrictBool
 
 from datablame.curvature import (
     HEURISTIC_DAMPING_SCALE,
@@ -43,8 +44,7 @@ from datablame.curvature import (
     factor_path,
     load_preconditioner,
 )
-from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method
+from datablame.methods.base import AttributionInputs, Method, MethodOptions
 from datablame.methods.grad_align import GradFeatures, featurizer_for, gradient_features
 from datablame.models.tokenize import Encoded
 from datablame.store.rows import StoreRows, block_rows_for
@@ -167,29 +167,28 @@ class ProjectedInfluence(Method):
     """Base of the influence methods that precondition projected gradient features."""
 
     kind: ClassVar[str]
+    family = "influence"
     unit = ("nats of query-loss decrease per unit extra weight on the row in the mean training "
             "objective (removing the row raises the query loss by ~score / n_rows)")
 
-    def __init__(
-        self, damping: float | None = None, damping_scale: float = HEURISTIC_DAMPING_SCALE,
-        fisher: str = "empirical", fit_rows: int | None = None, seed: int = 0, reuse: bool = True,
-        normalize: bool = False,
-    ) -> None:
-        if not isinstance(normalize, bool):
-            raise DatablameError(f"{self.name}: normalize must be true or false, not {normalize!r}",
-                                 f"fix attribution.options.{self.name}.normalize")
-        if fisher not in ("empirical", "true"):
-            raise DatablameError(f"{self.name}: fisher must be 'empirical' or 'true', not {fisher!r}",
-                                 f"set attribution.options.{self.name}.fisher")
-        if damping is not None and damping < 0:
-            raise DatablameError(f"{self.name}: damping must be >= 0 or null", f"fix attribution.options.{self.name}.damping")
-        if damping_scale <= 0:
-            raise DatablameError(f"{self.name}: damping_scale must be > 0", f"fix attribution.options.{self.name}.damping_scale")
-        if fit_rows is not None and fit_rows < 1:
-            raise DatablameError(f"{self.name}: fit_rows must be >= 1 or null (all rows)", f"fix attribution.options.{self.name}.fit_rows")
-        self.damping, self.damping_scale = damping, damping_scale
-        self.fisher, self.fit_rows, self.seed, self.reuse = fisher, fit_rows, seed, reuse
-        self.normalize = normalize
+    class Options(MethodOptions):
+        damping: float | None = Field(None, ge=0, description="absolute damping λ in Fisher units (null = "
+                                      "damping_scale x mean eigenvalue per module)")
+        damping_scale: float = Field(HEURISTIC_DAMPING_SCALE, gt=0, description="heuristic damping when damping is null")
+        fisher: Literal["empirical", "true"] = Field("empirical", description="empirical: the rows' own labels; "
+                                                     "true: labels sampled from the model")
+        fit_rows: int | None = Field(None, ge=1, description="rows that fit the curvature (null = all; else a seeded sample)")
+        seed: int = Field(0, description="seed of the fitting sample and of sampled labels")
+        reuse: StrictBool = Field(True, description="reuse saved factors when their identity matches")
+        normalize: StrictBool = Field(False, description="relative influence: cosine in the (F + λI)⁻¹ metric, "
+                                      "unitless in [-1, 1]")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.damping, self.damping_scale = o.damping, o.damping_scale
+        self.fisher, self.fit_rows, self.seed, self.reuse = o.fisher, o.fit_rows, o.seed, o.reuse
+        self.normalize = o.normalize
         self.preconditioner: Preconditioner | None = None
 
     def fit(self, inputs: AttributionInputs) -> None:

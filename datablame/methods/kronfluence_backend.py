@@ -22,6 +22,12 @@ Options (`attribution.options.kronfluence`):
   false: labels sampled from the model, kronfluence's own default);
 - `batch_size` (null = attribution.batch_size); `seed` (0, for sampled labels).
 
+Architectures: GPT-2's Conv1D modules are swapped for the equivalent `nn.Linear` in the copy
+(what kronfluence's own GPT-2 example does); modules that see flattened [batch*tokens, d]
+inputs (OPT's MLP) get them viewed back as [batch, tokens, d] so kronfluence sees one example
+per row, not per token. kronfluence always includes biases (an appended column of ones), as
+our features do with `attribution.modules.bias: true` (the default).
+
 Factors are written under `<work_dir>/kronfluence/` named by a hash of model, data, modules,
 strategy and Fisher kind, and reused by later runs.
 """
@@ -32,14 +38,23 @@ import copy
 import logging
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, StrictBool
 from torch.utils.data import Dataset
 
 from datablame.errors import DatablameError
 from datablame.grads import select_modules
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.layout import AttributionLayout
+from datablame.methods.base import (
+    AttributionInputs,
+    Method,
+    MethodOptions,
+    check_scores_shape,
+    register,
+)
 from datablame.models.tokenize import IGNORE, Encoded, pad_batch, per_row_loss
 from datablame.utils.io import sha256_strings
 
@@ -64,7 +79,61 @@ def _collate(pad_id: int):
     return collate
 
 
-def make_task(module_names: list[str], seed: int = 0):
+_PLAIN_LINEAR_SUBCLASSES = ("FalconLinear",)  # nn.Linear subclasses computing x Wᵀ + b, unknown to kronfluence
+
+
+def conv1d_to_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every transformers Conv1D (y = x W + b, W [in, out]) by the same nn.Linear, in
+    place (and Falcon's nn.Linear subclass by a plain nn.Linear: kronfluence looks types up exactly)."""
+    from datablame.grads.modules import is_conv1d, linear_dims
+
+    for name, mod in list(model.named_modules()):
+        if not (is_conv1d(mod) or type(mod).__name__ in _PLAIN_LINEAR_SUBCLASSES):
+            continue
+        d_in, d_out = linear_dims(mod)
+        lin = torch.nn.Linear(d_in, d_out, bias=mod.bias is not None, device=mod.weight.device, dtype=mod.weight.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(mod.weight.T if is_conv1d(mod) else mod.weight)
+            if mod.bias is not None:
+                lin.bias.copy_(mod.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, lin)
+    return model
+
+
+class _Unflatten(torch.nn.Module):
+    """Wraps a kronfluence-tracked module: a flattened input [B*T, d] (OPT's MLP) is passed on
+    as [B, T, d] and the output flattened back, with (B, T) from `shape["bt"]`, which the task
+    sets before each forward. kronfluence keys its factors by the tracked module's own `name`,
+    so the extra level in the module tree does not matter."""
+
+    def __init__(self, inner: torch.nn.Module, shape: dict) -> None:
+        super().__init__()
+        self.inner, self.shape = inner, shape
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # peft reads e.g. lora_A[name].weight through the wrapper
+            return getattr(self.inner, name)
+
+    def forward(self, x, *args, **kwargs):
+        bt = self.shape.get("bt")
+        if bt is not None and x.dim() == 2 and x.shape[0] == bt[0] * bt[1]:
+            out = self.inner(x.view(*bt, x.shape[-1]), *args, **kwargs)
+            return out.reshape(-1, out.shape[-1])
+        return self.inner(x, *args, **kwargs)
+
+
+def unflatten_tokens(model: torch.nn.Module, names: list[str], shape: dict) -> None:
+    """Wrap modules `names` (after `prepare_model`) in `_Unflatten`, in place."""
+    for n in names:
+        parent, _, child = n.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, _Unflatten(getattr(owner, child), shape))
+
+
+def make_task(module_names: list[str], seed: int = 0, shape: dict | None = None):
     """A kronfluence Task computing our loss (mean completion NLL per row, summed over rows)."""
     from kronfluence.task import Task
 
@@ -73,6 +142,8 @@ def make_task(module_names: list[str], seed: int = 0):
             self.gen = torch.Generator().manual_seed(seed)
 
         def _logits(self, batch, model):
+            if shape is not None:
+                shape["bt"] = tuple(batch["attention_mask"].shape)
             return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
         def compute_train_loss(self, batch, model, sample: bool = False) -> torch.Tensor:
@@ -102,23 +173,27 @@ def make_task(module_names: list[str], seed: int = 0):
 @register
 class KronfluenceBackend(Method):
     name = "kronfluence"
+    family = "influence"
     unit = ("nats of query-loss decrease per unit extra weight on the row in the mean training "
             "objective (kronfluence pairwise score)")
     cost = "kronfluence: 2 passes over the rows to fit (covariances, lambda), 1 to score; full-size factors"
 
-    def __init__(
-        self, strategy: str = "ekfac", damping: float | None = None, query_gradient_rank: int | None = None,
-        empirical_fisher: bool = True, batch_size: int | None = None, seed: int = 0,
-    ) -> None:
-        if strategy not in STRATEGIES:
-            raise DatablameError(f"kronfluence: unknown strategy {strategy!r}", f"choose one of {list(STRATEGIES)}")
-        if damping is not None and damping < 0:
-            raise DatablameError("kronfluence: damping must be >= 0 or null", "fix attribution.options.kronfluence.damping")
-        if query_gradient_rank is not None and query_gradient_rank < 1:
-            raise DatablameError("kronfluence: query_gradient_rank must be >= 1 or null",
-                                 "fix attribution.options.kronfluence.query_gradient_rank")
-        self.strategy, self.damping, self.rank = strategy, damping, query_gradient_rank
-        self.empirical_fisher, self.batch_size, self.seed = empirical_fisher, batch_size, seed
+    class Options(MethodOptions):
+        strategy: Literal[STRATEGIES] = Field("ekfac", description="kronfluence's curvature strategy")
+        damping: float | None = Field(None, ge=0, description="absolute λ (null = kronfluence's heuristic "
+                                      "0.1 x mean eigenvalue per module)")
+        query_gradient_rank: int | None = Field(None, ge=1, description="low-rank SVD of each preconditioned "
+                                                "query gradient (null = exact)")
+        empirical_fisher: StrictBool = Field(True, description="true: the rows' own labels (as our ekfac); "
+                                             "false: labels sampled from the model")
+        batch_size: int | None = Field(None, description="rows per batch (null = attribution.batch_size)")
+        seed: int = Field(0, description="seed of sampled labels")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.strategy, self.damping, self.rank = o.strategy, o.damping, o.query_gradient_rank
+        self.empirical_fisher, self.batch_size, self.seed = o.empirical_fisher, o.batch_size, o.seed
         self._analyzer = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -130,10 +205,13 @@ class KronfluenceBackend(Method):
         except ImportError:
             raise DatablameError("kronfluence is not installed", "pip install --no-deps kronfluence==1.0.1") from None
         modules = [n for n, _ in select_modules(inputs.model, inputs.attribution.modules)]
-        task = make_task(modules, self.seed)
-        model = prepare_model(copy.deepcopy(inputs.model).eval(), task)  # wraps modules in place
+        shape: dict = {}
+        task = make_task(modules, self.seed, shape)
+        work = conv1d_to_linear(copy.deepcopy(inputs.model).eval())
+        model = prepare_model(work, task)  # wraps modules in place
+        unflatten_tokens(model, modules, shape)
         if inputs.work_dir is not None:
-            out = Path(inputs.work_dir) / "kronfluence"
+            out = AttributionLayout(inputs.work_dir).cache_dir("kronfluence")
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="datablame-kronfluence-")
             out = Path(self._tmp.name)
@@ -180,5 +258,6 @@ class KronfluenceBackend(Method):
             per_device_query_batch_size=self._bs(inputs), per_device_train_batch_size=self._bs(inputs),
             score_args=args, overwrite_output_dir=True,
         )
-        scores = self._analyzer.load_pairwise_scores(name)["all_modules"]
-        return scores.double().cpu().numpy()
+        scores = self._analyzer.load_pairwise_scores(name)["all_modules"].double().cpu().numpy()
+        check_scores_shape(self.name, scores, len(inputs.query_rows), len(inputs.rows))
+        return scores

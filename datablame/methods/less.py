@@ -45,6 +45,9 @@ from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
 from datablame.grads import FactoredProjection, select_modules
+from datablame.grads.featurizer import as_tokens
+from datablame.grads.modules import is_conv1d, linear_dims
+from datablame.layout import AttributionLayout
 from datablame.methods.base import AttributionInputs, Method, register
 from datablame.methods.checkpoint_features import (
     CheckpointInfo,
@@ -54,7 +57,7 @@ from datablame.methods.checkpoint_features import (
     load_checkpoint_model,
     select_checkpoints,
 )
-from datablame.methods.tracin import WEIGHTINGS, checkpoint_weight
+from datablame.methods.tracin import CheckpointOptions, checkpoint_weight
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 from datablame.utils.io import atomic_save_npz
 from datablame.utils.safe_load import load_npz_cache, load_torch_file
@@ -153,7 +156,7 @@ def module_io_grads(
 
     def make_hook(name: str):
         def hook(_mod, inputs, output):
-            acts[name] = inputs[0].detach().float()
+            acts[name] = as_tokens(inputs[0].detach().float(), batch["attention_mask"], name)
             if not output.requires_grad:
                 output.requires_grad_(True)
             outs[name] = output
@@ -175,8 +178,8 @@ def module_io_grads(
     out_grads = {}
     for (name, mod), g in zip(modules, grads, strict=True):
         if g is None:
-            g = torch.zeros(*acts[name].shape[:2], mod.out_features, device=acts[name].device)
-        out_grads[name] = g.float() * mask
+            g = torch.zeros(*acts[name].shape[:2], linear_dims(mod)[1], device=acts[name].device)
+        out_grads[name] = as_tokens(g.float(), batch["attention_mask"], name) * mask
     return acts, out_grads
 
 
@@ -197,16 +200,18 @@ def adam_features(
     b1, b2, eps = hyper["beta1"], hyper["beta2"], hyper["eps"]
     mats = {}
     for name, mod in modules:
-        p_in, p_out = projection.matrices(name, mod.in_features, mod.out_features)
+        p_in, p_out = projection.matrices(name, *linear_dims(mod))
         m, v, step = moments[f"{name}.weight"]
+        if is_conv1d(mod):  # Adam moments in the weight's in x out layout; features are out x in
+            m, v = m.T, v.T
         t = step + 1
         mats[name] = (
             None if p_in is None else p_in.to(device),
             None if p_out is None else p_out.to(device),
             (b1 * m).to(device), (b2 * v).to(device), 1 - b1**t, 1 - b2**t,
         )
-    dim = sum((mats[n][1].shape[0] if mats[n][1] is not None else mod.out_features)
-              * (mats[n][0].shape[0] if mats[n][0] is not None else mod.in_features) for n, mod in modules)
+    dim = sum((mats[n][1].shape[0] if mats[n][1] is not None else linear_dims(mod)[1])
+              * (mats[n][0].shape[0] if mats[n][0] is not None else linear_dims(mod)[0]) for n, mod in modules)
     out = torch.empty(len(encoded), dim, dtype=torch.float32)
     with _frozen(model):
         for start in tqdm(range(0, len(encoded), batch_size), desc=desc or "adam", disable=desc is False, unit="batch"):
@@ -217,7 +222,7 @@ def adam_features(
             for name, mod in modules:
                 p_in, p_out, bm, bv, c1, c2 = mats[name]
                 a, g = acts.pop(name), grads.pop(name)
-                chunk = max(1, _CHUNK_ELEMENTS // (mod.in_features * mod.out_features))
+                chunk = max(1, _CHUNK_ELEMENTS // (linear_dims(mod)[0] * linear_dims(mod)[1]))
                 blocks = []
                 for s in range(0, a.shape[0], chunk):
                     full = torch.einsum("bto,bti->boi", g[s : s + chunk], a[s : s + chunk])  # exact G_r
@@ -243,7 +248,7 @@ def adam_row_features(inputs: AttributionInputs, info: CheckpointInfo, *, disk: 
     path = None
     if disk and inputs.work_dir is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", info.path.name)
-        path = Path(inputs.work_dir) / "less_features" / f"{safe}.{key}.npz"
+        path = AttributionLayout(inputs.work_dir).cache_dir("less_features") / f"{safe}.{key}.npz"
     cached = load_npz_cache(path, ("rows",)) if path is not None and path.is_file() else None
     if cached is not None:
         rows = torch.from_numpy(cached["rows"])
@@ -266,13 +271,15 @@ def adam_row_features(inputs: AttributionInputs, info: CheckpointInfo, *, disk: 
 @register
 class Less(Method):
     name = "less"
+    family = "gradient"
     unit = "learning-rate-weighted sum over checkpoints of cosines (query SGD gradient vs row Adam update)"
     cost = "per checkpoint: one forward+backward per row plus exact per-row module gradients (as a training step)"
 
-    def __init__(self, checkpoints: str | int | list[int] = "all", weighting: str = "lr") -> None:
-        if weighting not in WEIGHTINGS:
-            raise DatablameError(f"unknown less weighting {weighting!r}", f"choose one of {list(WEIGHTINGS)}")
-        self.checkpoints, self.weighting = checkpoints, weighting
+    Options = CheckpointOptions
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.checkpoints, self.weighting = self.options.checkpoints, self.options.weighting
 
     def fit(self, inputs: AttributionInputs) -> None:
         for info in select_checkpoints(inputs, self.checkpoints):

@@ -35,15 +35,16 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
-from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.layout import AttributionLayout
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.method_scores import scores_of
-from datablame.models.judge_backends import JudgeBackend, make_backend
+from datablame.models.judge_backends import BACKENDS, JudgeBackend, make_backend
 from datablame.utils.io import atomic_write_json
 
 log = logging.getLogger("datablame")
@@ -169,25 +170,38 @@ def judge_pairs(
 @register
 class LLMJudge(Method):
     name = "llm_judge"
+    family = "judge"
     unit = "judge rating 0-10 (ties broken by the candidate method, < 0.001); -0.5 junk answer, -1 not judged"
     cost = "one chat-model generation per (query, candidate row); cached"
 
-    def __init__(
-        self, backend: str = "local", model: str | None = None, candidates: int | str = 10,
-        candidates_from: str = "grad_cosine", max_new_tokens: int = 6, max_chars: int = 1200,
-        backend_options: dict[str, Any] | None = None, cache: str | None = None,
-    ) -> None:
-        if not (candidates == "all" or (isinstance(candidates, int) and candidates >= 1)):
-            raise DatablameError(f"llm_judge: candidates={candidates!r}", "use a positive int (top-N rows) or 'all'")
-        if max_new_tokens < 1 or max_chars < 50:
-            raise DatablameError(f"llm_judge: max_new_tokens={max_new_tokens}, max_chars={max_chars}",
-                                 "use max_new_tokens >= 1 and max_chars >= 50")
-        self.backend_kind, self.model = backend, model
-        self.backend_options = dict(backend_options or {})
-        self.candidates, self.candidates_from = candidates, candidates_from
-        self.max_new_tokens, self.max_chars = int(max_new_tokens), int(max_chars)
-        self.cache_path = cache
-        self.backend: JudgeBackend = make_backend(backend, model, **self.backend_options)
+    class Options(MethodOptions):
+        backend: str = Field("local", description="judge backend: local, openai or anthropic")
+        model: str | None = Field(None, description="chat model (null = the backend's default)")
+        candidates: Annotated[int, Field(ge=1)] | Literal["all"] = Field(10, description="top-N rows of "
+                                                                          "candidates_from to judge, or 'all'")
+        candidates_from: str = Field("grad_cosine", description="method whose top rows are judged")
+        max_new_tokens: int = Field(6, ge=1, description="tokens the judge may answer with")
+        max_chars: int = Field(1200, ge=50, description="characters kept per text field of the prompt")
+        backend_options: dict[str, Any] | None = Field(None, description="passed to the backend (base_url, "
+                                                       "api_key_env, batch_size, cache_dir, device, timeout)")
+        cache: str | None = Field(None, description="SQLite judgment cache (null = <work_dir>/llm_judge/cache.sqlite)")
+
+        @field_validator("backend")
+        @classmethod
+        def _known_backend(cls, v: str) -> str:
+            if v not in BACKENDS:
+                raise ValueError(f"unknown judge backend {v!r}; choose one of {sorted(BACKENDS)}")
+            return v
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.backend_kind, self.model = o.backend, o.model
+        self.backend_options = dict(o.backend_options or {})
+        self.candidates, self.candidates_from = o.candidates, o.candidates_from
+        self.max_new_tokens, self.max_chars = o.max_new_tokens, o.max_chars
+        self.cache_path = o.cache
+        self.backend: JudgeBackend = make_backend(o.backend, o.model, **self.backend_options)
         self.info: dict[str, Any] = {}
 
     def _candidates(self, inputs: AttributionInputs) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +219,7 @@ class LLMJudge(Method):
         if self.cache_path:
             return JudgmentCache(self.cache_path)
         if inputs.work_dir is not None:
-            return JudgmentCache(Path(inputs.work_dir) / self.name / "cache.sqlite")
+            return JudgmentCache(AttributionLayout(inputs.work_dir).cache_dir(self.name) / "cache.sqlite")
         return JudgmentCache(None)
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
@@ -238,7 +252,7 @@ class LLMJudge(Method):
         if stats["junk"]:
             log.warning("llm_judge: %d of %d answers had no 0-10 score (junk); see the report", stats["junk"], stats["prompts"])
         if inputs.work_dir is not None:
-            atomic_write_json(Path(inputs.work_dir) / self.name / "report.json", {
+            atomic_write_json(AttributionLayout(inputs.work_dir).cache_dir(self.name) / "report.json", {
                 **self.info, "cache": cache.path,
                 "queries": [{"query_id": q.query_id, "judged": per_query[qi]} for qi, q in enumerate(inputs.queries)],
             })

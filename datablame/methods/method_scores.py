@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from datablame.errors import DatablameError
-from datablame.methods.base import REGISTRY, AttributionInputs, get_method
+from datablame.methods.base import REGISTRY, AttributionInputs, check_scores_shape, get_method
 
 
 def scores_of(inputs: AttributionInputs, name: str, options: dict[str, Any] | None = None, *, by: str) -> np.ndarray:
@@ -30,4 +30,5 @@ def scores_of(inputs: AttributionInputs, name: str, options: dict[str, Any] | No
         m = get_method(name, **opts)
         m.fit(inputs)
         inputs.cache[key] = np.asarray(m.score(inputs), dtype=np.float64)
+        check_scores_shape(name, inputs.cache[key], len(inputs.queries), len(inputs.corpus))
     return inputs.cache[key]

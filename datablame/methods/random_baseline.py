@@ -11,19 +11,25 @@ Unit: uniform noise in [0, 1).
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 
 
 @register
 class RandomBaseline(Method):
     name = "random"
+    family = "baseline"
     sign = "none: uniform noise, higher means nothing (the chance floor)"
     unit = "uniform noise in [0, 1)"
     cost = "none"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = int(seed)
+    class Options(MethodOptions):
+        seed: int = Field(0, description="seed of the noise (another seed, another ranking)")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.seed = self.options.seed
 
     def score(self, inputs: AttributionInputs) -> np.ndarray:
         rng = np.random.default_rng(self.seed)

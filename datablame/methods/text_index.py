@@ -35,19 +35,33 @@ import numpy as np
 
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
+from datablame.layout import RunLayout
 from datablame.models.embedder import DEFAULT_EMBEDDING_MODEL, embed
 from datablame.utils.io import atomic_write_json, make_temp_dir
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MANIFEST = "manifest.json"  # written last into a text-index folder: marks a complete build
 BM25_TOKENIZER = {"lower": True, "token_pattern": r"(?u)\b\w\w+\b", "stopwords": "en", "stemmer": None}
 _REBUILD = "rebuild them: `datablame index --config <run.yaml>` (or build_text_indices(corpus, out_dir))"
 
 
 def text_index_dir(run_dir: str | Path) -> Path:
     """Where a run keeps its text indices."""
-    return Path(run_dir) / "index" / "text"
+    return RunLayout(run_dir).text_index_dir
+
+
+def has_text_indices(out_dir: str | Path) -> bool:
+    """Whether a complete build of text indices is saved at `out_dir`."""
+    return (Path(out_dir) / MANIFEST).is_file()
+
+
+def saved_manifest(out_dir: str | Path | None) -> dict | None:
+    """The manifest of the text indices saved at `out_dir`; None when there are none."""
+    if out_dir is None or not has_text_indices(out_dir):
+        return None
+    return json.loads((Path(out_dir) / MANIFEST).read_text("utf-8"))
 
 
 def row_texts(corpus: Corpus) -> list[str]:
@@ -269,8 +283,7 @@ def build_text_indices(
     loaded instead of rebuilt. The directory is replaced atomically (temp dir + rename).
     """
     fp = corpus.fingerprint()
-    if out_dir is not None and reuse and (Path(out_dir) / "manifest.json").is_file():
-        manifest = json.loads((Path(out_dir) / "manifest.json").read_text("utf-8"))
+    if out_dir is not None and reuse and (manifest := saved_manifest(out_dir)) is not None:
         if _matches(manifest, fp, bm25, embedding, embedding_model):
             log.info("reusing text indices at %s", out_dir)
             return load_text_indices(out_dir, corpus, bm25=bm25, embedding=embedding)
@@ -300,7 +313,7 @@ def _save(idx: TextIndices, out_dir: Path) -> Path:
             idx.bm25.save(tmp / "bm25")
         if idx.embedding is not None:
             idx.embedding.save(tmp / "embeddings.faiss")
-        atomic_write_json(tmp / "manifest.json", idx.manifest)  # written last: marks a complete build
+        atomic_write_json(tmp / MANIFEST, idx.manifest)  # written last: marks a complete build
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -320,9 +333,9 @@ def load_text_indices(
 ) -> TextIndices:
     """Load the indices saved at `out_dir`; with `corpus`, refuse ones built from other rows."""
     out_dir = Path(out_dir)
-    mpath = out_dir / "manifest.json"
+    mpath = out_dir / MANIFEST
     if not mpath.is_file():
-        raise DatablameError(f"no text indices at {out_dir} (manifest.json missing)", _REBUILD)
+        raise DatablameError(f"no text indices at {out_dir} ({MANIFEST} missing)", _REBUILD)
     manifest = json.loads(mpath.read_text("utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DatablameError(f"text indices at {out_dir} have format {manifest.get('format_version')}, "
@@ -350,9 +363,9 @@ def _run_indices(inputs: Any, *, bm25: bool, embedding: bool, model: str) -> Tex
     if inputs.run_dir is None:
         return None
     path = text_index_dir(inputs.run_dir)
-    if not (path / "manifest.json").is_file():
+    manifest = saved_manifest(path)
+    if manifest is None:
         return None
-    manifest = json.loads((path / "manifest.json").read_text("utf-8"))
     if not _matches(manifest, inputs.corpus.fingerprint(), bm25, embedding, model):
         log.warning("text indices at %s do not match this corpus or model; building them in memory "
                     "(rerun `datablame index` to refresh them)", path)

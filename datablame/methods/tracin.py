@@ -21,11 +21,13 @@ steps), weighting ("lr" | "lr_x_steps" | "uniform").
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
 import torch
+from pydantic import Field, StrictInt
 
-from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.checkpoint_features import (
     CheckpointInfo,
     checkpoint_features,
@@ -34,6 +36,16 @@ from datablame.methods.checkpoint_features import (
 from datablame.store.rows import dot_scores
 
 WEIGHTINGS = ("lr", "lr_x_steps", "uniform")
+# which checkpoints a method uses: "all", "last", the last N, or a list of steps (`select_checkpoints`)
+Checkpoints = Literal["all", "last"] | Annotated[StrictInt, Field(ge=1)] | Annotated[list[StrictInt], Field(min_length=1)]
+
+
+class CheckpointOptions(MethodOptions):
+    """Options of the methods that sum over saved checkpoints (tracin, less)."""
+
+    checkpoints: Checkpoints = Field("all", description="'all', 'last', N (the last N) or a list of steps")
+    weighting: Literal[WEIGHTINGS] = Field("lr", description="w_c per checkpoint: its mean learning rate (lr), "
+                                           "x the steps it stands for (lr_x_steps), or 1 (uniform)")
 
 
 def checkpoint_weight(info: CheckpointInfo, weighting: str) -> float:
@@ -48,14 +60,16 @@ def checkpoint_weight(info: CheckpointInfo, weighting: str) -> float:
 @register
 class TracIn(Method):
     name = "tracin"
+    family = "gradient"
     unit = "nats of query-loss decrease summed over checkpoints (lr-weighted gradient dot products)"
     cost = "one forward+backward per row per checkpoint (cached on disk per checkpoint)"
 
-    def __init__(self, checkpoints: str | int | list[int] = "all", weighting: str = "lr") -> None:
-        if weighting not in WEIGHTINGS:
-            raise DatablameError(f"unknown tracin weighting {weighting!r}", f"choose one of {list(WEIGHTINGS)}")
-        self.checkpoints = checkpoints
-        self.weighting = weighting
+    Options = CheckpointOptions
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.checkpoints = self.options.checkpoints
+        self.weighting = self.options.weighting
 
     def fit(self, inputs: AttributionInputs) -> None:
         for info in select_checkpoints(inputs, self.checkpoints):

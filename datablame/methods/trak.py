@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, register
+from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
 from datablame.methods.checkpoint_features import (
     checkpoint_features,
     features_of_model,
@@ -52,6 +54,7 @@ from datablame.methods.checkpoint_features import (
     select_checkpoints,
 )
 from datablame.methods.grad_align import GradFeatures, gradient_features
+from datablame.methods.tracin import Checkpoints
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 from datablame.store.rows import StoreRows, row_blocks
 
@@ -118,26 +121,26 @@ def forward_losses(model: torch.nn.Module, encoded: Encoded, batch_size: int, pa
 @register
 class Trak(Method):
     name = "trak"
+    family = "influence"
     unit = "TRAK estimate of the query's output change (log-odds of the completion), ensemble mean"
     cost = "one forward+backward per row per ensemble model, plus an eigendecomposition of min(n, D)^2"
 
-    def __init__(
-        self,
-        checkpoints: str | int | list[int] = "all",
-        models: list[str] | None = None,
-        output: str = "margin",
-        damping: float = 0.01,
-        proj_dim: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        if output not in OUTPUTS:
-            raise DatablameError(f"unknown trak output {output!r}", f"choose one of {list(OUTPUTS)}")
-        if damping < 0:
-            raise DatablameError(f"trak damping must be >= 0, got {damping}", "set attribution.options.trak.damping >= 0")
-        if proj_dim is not None and proj_dim < 1:
-            raise DatablameError(f"trak proj_dim must be >= 1, got {proj_dim}", "set proj_dim to null or a positive int")
-        self.checkpoints, self.models = checkpoints, list(models) if models else None
-        self.output, self.damping, self.proj_dim, self.seed = output, float(damping), proj_dim, int(seed)
+    class Options(MethodOptions):
+        checkpoints: Checkpoints = Field("all", description="ensemble of the run's checkpoints: 'all', 'last', "
+                                         "N (the last N) or a list of steps")
+        models: list[str] | None = Field(None, description="model directories to ensemble over instead of checkpoints")
+        output: Literal[OUTPUTS] = Field("margin", description="model output f: log-odds of the completion "
+                                         "(margin) or minus its loss (logprob)")
+        damping: float = Field(0.01, ge=0, description="λ relative to the mean non-zero eigenvalue of ΦᵀΦ")
+        proj_dim: int | None = Field(None, ge=1, description="dense Gaussian projection on top of the features "
+                                     "(null = none)")
+        seed: int = Field(0, description="seed of the dense projection")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.checkpoints, self.models = o.checkpoints, list(o.models) if o.models else None
+        self.output, self.damping, self.proj_dim, self.seed = o.output, o.damping, o.proj_dim, o.seed
 
     def _members(self, inputs: AttributionInputs) -> list[tuple[str, object]]:
         """(label, what to featurize) per ensemble member."""

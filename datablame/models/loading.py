@@ -23,6 +23,7 @@ import torch
 
 from datablame.config import ModelConfig
 from datablame.errors import DatablameError
+from datablame.layout import ModelLayout
 from datablame.utils.io import make_temp_dir
 
 log = logging.getLogger("datablame")
@@ -220,7 +221,7 @@ def _load_override(cfg: ModelConfig, override: str, dtype: torch.dtype) -> tuple
             f"model directory {override} does not exist",
             "train first, or fix the path (attribution.checkpoint)",
         )
-    siblings = [path.parent / "final", path.parent / "base"]
+    siblings = [ModelLayout(path.parent).final, ModelLayout(path.parent).base]
     adapter_cfg = path / "adapter_config.json"
     if not adapter_cfg.is_file():
         model = _from_pretrained(str(path), "model directory", dtype)
@@ -229,7 +230,7 @@ def _load_override(cfg: ModelConfig, override: str, dtype: torch.dtype) -> tuple
     # the recorded base, else the run layout's model/base (the run directory was moved)
     options = [Path(recorded).expanduser()] if recorded else []
     base_dir = next(
-        (d for d in [*options, path.parent / "base"] if (d / "config.json").is_file()), None
+        (d for d in [*options, ModelLayout(path.parent).base] if (d / "config.json").is_file()), None
     )
     if base_dir is not None:
         base = _from_pretrained(str(base_dir), "adapter base model", dtype)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from datablame.layout import AttributionLayout
 from datablame.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 METRICS = ("overlap", "jaccard", "spearman")
@@ -115,10 +116,10 @@ def plot_comparison(cmp: dict, path: Path) -> Path:
 
 def write_comparison(scores: dict[str, np.ndarray], k: int, out_dir: str | Path) -> dict[str, Path]:
     """comparison.json, comparison.md and comparison.png in `out_dir`."""
-    out_dir = Path(out_dir)
+    layout = AttributionLayout(out_dir)
     cmp = compare_methods(scores, k)
     return {
-        "comparison_json": atomic_write_json(out_dir / "comparison.json", cmp),
-        "comparison_md": atomic_write_text(out_dir / "comparison.md", render_comparison_markdown(cmp)),
-        "comparison_png": plot_comparison(cmp, out_dir / "comparison.png"),
+        "comparison_json": atomic_write_json(layout.comparison_json, cmp),
+        "comparison_md": atomic_write_text(layout.comparison_md, render_comparison_markdown(cmp)),
+        "comparison_png": plot_comparison(cmp, layout.comparison_png),
     }

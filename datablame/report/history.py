@@ -21,19 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from datablame.layout import AttributionLayout
 from datablame.utils.io import dir_mode, make_temp_dir
 
 log = logging.getLogger("datablame")
 
-HISTORY = "history"
 # every file a result consists of (the previous result's are moved together, even the ones
 # the new result does not have, so no stale comparison is left beside new scores)
-RESULT_FILES = ("results.json", "results.md", "report.html", "scores.npz",
-                "comparison.json", "comparison.md", "comparison.png")
+RESULT_FILES = AttributionLayout.RESULT_NAMES
 
 
 def history_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / HISTORY
+    return AttributionLayout(out_dir).history_dir
 
 
 def _new_history_slot(out_dir: Path, created: str | None) -> Path:
@@ -76,10 +75,10 @@ def publish_results(out_dir: str | Path, write: Callable[[Path], dict[str, Path]
         for p in staged.values():
             if Path(p).parent != staging:
                 raise ValueError(f"result file {p} was not written into the staging directory")
-        old = [out_dir / n for n in RESULT_FILES if (out_dir / n).is_file()]
+        old = [f for f in AttributionLayout(out_dir).result_files() if f.is_file()]
         slot = None
         if old:
-            slot = _new_history_slot(out_dir, _created(out_dir / "results.json"))
+            slot = _new_history_slot(out_dir, _created(AttributionLayout(out_dir).results_json))
             for f in old:
                 os.replace(f, slot / f.name)
                 moved.append((slot / f.name, f))

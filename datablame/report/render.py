@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from datablame.report.results import AttributionResult
 
@@ -97,3 +98,28 @@ def print_table(res: AttributionResult, max_rows: int = 5) -> None:
             for r in rows[:max_rows]:
                 t.add_row(str(r.rank), f"{r.score:.4g}", r.row_id, _short(r.prompt + r.completion, 70))
             console.print(t)
+
+
+def format_stage_table(report: dict[str, Any]) -> str:
+    """A short text table of the cascade's stages (mean over queries) for the CLI
+    (results.json's "retrieval" section, see `datablame.retrieval.candidates`)."""
+    stages = report.get("stages") or []
+    if not stages:
+        return ""
+    k = report.get("final_k")
+    head = f"retrieval cascade: {len(report.get('queries', []))} queries, {report.get('n_rows')} rows -> top {k}"
+    lines = [head, f"{'stage':<10} {'rows in':>9} {'rows out':>9} {'s/query':>9} {'recall@' + str(k):>9}"]
+    for s in stages:
+        rec = "n/a" if s["recall"] is None else f"{s['recall']:.3f}"
+        lines.append(f"{s['stage']:<10} {_num(s['candidates_in']):>9} {_num(s['candidates_out']):>9} "
+                     f"{s['seconds_per_query']:>9.4f} {rec:>9}")
+    if report.get("recall_of"):
+        lines.append(f"recall: fraction of the {report['recall_of']} kept by each stage")
+    elif report.get("recall_note"):
+        lines.append(report["recall_note"])
+    return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+

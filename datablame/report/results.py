@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from datablame.data.corpus import Corpus, Query
+from datablame.layout import AttributionLayout
 from datablame.utils.io import atomic_write_json, atomic_write_text
 
 
@@ -100,11 +101,11 @@ def write_result(result: AttributionResult, out_dir: str | Path) -> dict[str, Pa
     """results.json (source of truth), results.md and report.html, each written atomically."""
     from datablame.report.render import render_html, render_markdown
 
-    out_dir = Path(out_dir)
+    layout = AttributionLayout(out_dir)
     paths = {
-        "json": atomic_write_json(out_dir / "results.json", result.to_dict()),
-        "markdown": atomic_write_text(out_dir / "results.md", render_markdown(result)),
-        "html": atomic_write_text(out_dir / "report.html", render_html(result)),
+        "json": atomic_write_json(layout.results_json, result.to_dict()),
+        "markdown": atomic_write_text(layout.results_md, render_markdown(result)),
+        "html": atomic_write_text(layout.report_html, render_html(result)),
     }
     return paths
 

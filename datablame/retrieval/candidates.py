@@ -35,7 +35,6 @@ without a store); otherwise recall is null and `recall_note` says why.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -46,9 +45,14 @@ import torch
 
 from datablame.config import AttributionConfig
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, get_method
+from datablame.methods.base import AttributionInputs, Method, check_scores_shape, get_method
 from datablame.methods.grad_align import GradFeatures, featurizer_for
-from datablame.methods.text_index import TextIndices, build_text_indices, text_index_dir
+from datablame.methods.text_index import (
+    TextIndices,
+    build_text_indices,
+    saved_manifest,
+    text_index_dir,
+)
 from datablame.models.tokenize import Encoded
 from datablame.retrieval.cascade import CascadeResult, run_cascade
 from datablame.retrieval.rerank import GradientReranker, _store_rows
@@ -117,9 +121,7 @@ def run_text_indices(
 
 
 def _read_manifest(path) -> dict | None:
-    if path is None or not (path / "manifest.json").is_file():
-        return None
-    return json.loads((path / "manifest.json").read_text("utf-8"))
+    return saved_manifest(path)
 
 
 @dataclass
@@ -182,13 +184,16 @@ def _score_method(inputs: AttributionInputs, method: Method, cascade: CascadeRes
         sub = _candidate_inputs(inputs, union)
         method.fit(sub)
         part = np.asarray(method.score(sub), dtype=np.float64)
+        check_scores_shape(method.name, part, len(sub.queries), len(sub.corpus))
         out = np.full(mask.shape, -np.inf)
         out[:, union] = part
         return np.where(mask, out, -np.inf), f"candidates only ({len(union)} rows, union over queries)"
     log.info("%s fits its curvature/kernel on every row: it is scored over all %d rows, then restricted "
              "to the cascade's candidates", method.name, mask.shape[1])
     method.fit(inputs)
-    return _restricted(method.score(inputs), mask), "all rows, restricted to the candidates"
+    scores = method.score(inputs)
+    check_scores_shape(method.name, scores, len(inputs.queries), len(inputs.corpus))
+    return _restricted(scores, mask), "all rows, restricted to the candidates"
 
 
 def _reference(inputs: AttributionInputs, evaluate: bool | None) -> tuple[np.ndarray | None, str | None, float | None, Any]:
@@ -258,27 +263,3 @@ def drop_unranked(result: Any) -> None:
     for q in result.queries:
         for name, rows in q.rankings.items():
             q.rankings[name] = [r for r in rows if np.isfinite(r.score)]
-
-
-def format_stage_table(report: dict[str, Any]) -> str:
-    """A short text table of the cascade's stages (mean over queries) for the CLI."""
-    stages = report.get("stages") or []
-    if not stages:
-        return ""
-    k = report.get("final_k")
-    head = f"retrieval cascade: {len(report.get('queries', []))} queries, {report.get('n_rows')} rows -> top {k}"
-    lines = [head, f"{'stage':<10} {'rows in':>9} {'rows out':>9} {'s/query':>9} {'recall@' + str(k):>9}"]
-    for s in stages:
-        rec = "n/a" if s["recall"] is None else f"{s['recall']:.3f}"
-        lines.append(f"{s['stage']:<10} {_num(s['candidates_in']):>9} {_num(s['candidates_out']):>9} "
-                     f"{s['seconds_per_query']:>9.4f} {rec:>9}")
-    if report.get("recall_of"):
-        lines.append(f"recall: fraction of the {report['recall_of']} kept by each stage")
-    elif report.get("recall_note"):
-        lines.append(report["recall_note"])
-    return "\n".join(lines)
-
-
-def _num(x: float) -> str:
-    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
-

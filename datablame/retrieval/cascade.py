@@ -36,6 +36,7 @@ from datablame.methods.base import AttributionInputs
 from datablame.methods.text_index import (
     TextIndices,
     build_text_indices,
+    has_text_indices,
     load_text_indices,
     query_texts,
     text_index_dir,
@@ -321,7 +322,7 @@ def run_cascade_for_inputs(
     (`<run>/index/text`, refused if stale; built in memory when absent) and, unless
     `rerank` is given, a `GradientReranker` over the run's model, modules and projection."""
     cfg = inputs.attribution.retrieval
-    if indices is None and inputs.run_dir is not None and (text_index_dir(inputs.run_dir) / "manifest.json").is_file():
+    if indices is None and inputs.run_dir is not None and has_text_indices(text_index_dir(inputs.run_dir)):
         indices = load_text_indices(text_index_dir(inputs.run_dir), inputs.corpus,
                                     bm25=cfg.bm25_k is not None, embedding=cfg.embedding_k is not None)
     elif indices is None and (cfg.bm25_k is not None or cfg.embedding_k is not None):

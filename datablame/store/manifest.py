@@ -51,6 +51,11 @@ class StoreInfo:
     nbytes: int
 
 
+def has_manifest(path: str | Path) -> bool:
+    """Whether `path` holds a store (its manifest; complete or not)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def shard_file(index: int) -> str:
     return f"shard-{index:05d}.npy"
 

@@ -9,7 +9,6 @@ need them (TracIn, cross-checkpoint) and a rerun resumes from the last one.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from torch.utils.data import Dataset
 from datablame.config import ModelConfig, TrainingConfig
 from datablame.data.corpus import Corpus
 from datablame.errors import DatablameError
+from datablame.layout import ModelLayout
 from datablame.models.tokenize import Encoded, encode_pairs, pad_batch
 
 log = logging.getLogger("datablame")
@@ -60,11 +60,7 @@ class _Collator:
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Trainer checkpoints (checkpoint-<step>) sorted by step."""
-    d = Path(output_dir)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
-    return [p for _, p in sorted(found)]
+    return ModelLayout(output_dir).checkpoints()
 
 
 def resumable_checkpoint(output_dir: str | Path) -> Path | None:
@@ -94,18 +90,29 @@ def _use_bf16(cfg: TrainingConfig) -> bool:
 def _wrap_lora(model, cfg: TrainingConfig):
     from peft import LoraConfig, get_peft_model
 
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    from datablame.grads.modules import is_conv1d, is_linear
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if is_linear(m)}
     missing = [t for t in cfg.lora.target_modules if t not in names]
     if missing:
         raise DatablameError(
             f"LoRA target modules {missing} are not linear layers of this model (it has {sorted(names)})",
             "set training.lora.target_modules to names from that list",
         )
+    targets = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in cfg.lora.target_modules and is_linear(m)]
+    conv = [is_conv1d(m) for m in targets]
+    if any(conv) and not all(conv):
+        raise DatablameError(
+            f"LoRA target modules {list(cfg.lora.target_modules)} mix Conv1D and nn.Linear layers; "
+            "peft takes one fan_in_fan_out setting for all of them",
+            "target only the Conv1D layers (GPT-2: c_attn, c_proj, c_fc) or only the linear ones",
+        )
     lcfg = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules),
+        fan_in_fan_out=any(conv),  # GPT-2's Conv1D stores its weight transposed
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lcfg)
@@ -188,7 +195,7 @@ def finetune(
     seconds = time.perf_counter() - t0
     model = trainer.model
     model.eval()
-    final_dir = output_dir / "final"
+    final_dir = ModelLayout(output_dir).final
     save_model(model, tokenizer, final_dir)
     return TrainResult(
         model=model,

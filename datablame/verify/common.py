@@ -16,13 +16,14 @@ from pydantic import BaseModel, ValidationError
 from datablame.config import RayConfig, RunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
+from datablame.layout import RunLayout
 from datablame.verify.retrain import RetrainContext
 
 log = logging.getLogger("datablame")
 
 
 def base_model_dir(run_dir: Path) -> str | None:
-    base = Path(run_dir) / "model" / "base"
+    base = RunLayout(run_dir).base_model
     return str(base) if base.is_dir() else None
 
 
@@ -45,7 +46,7 @@ def retrain_context(
     base = base_model_dir(run_dir)
     if base is None and cfg.model.kind == "tiny":
         raise DatablameError(
-            f"no initial model in {run_dir / 'model' / 'base'}: retraining needs the weights "
+            f"no initial model in {RunLayout(run_dir).base_model}: retraining needs the weights "
             "the run started from",
             "run `datablame train --config ...` (or `datablame run`) first",
         )
@@ -110,6 +111,7 @@ def method_scores(
     """Scores [Q, R] of each method on `inputs`, their descriptions, and per-method errors
     (a method that fails is reported, not fatal: the others still get their numbers)."""
     from datablame.methods import get_method
+    from datablame.methods.base import check_scores_shape
 
     scores, described, errors = {}, {}, {}
     for name in methods:
@@ -119,6 +121,7 @@ def method_scores(
             t = time.perf_counter()
             m.fit(inputs)
             s = np.asarray(m.score(inputs), dtype=np.float64)
+            check_scores_shape(name, s, len(inputs.queries), len(inputs.corpus))
             described[name] = {**m.describe(), "seconds": time.perf_counter() - t}
         except DatablameError as err:
             errors[name] = f"{err.problem} ({err.fix})" if err.fix else err.problem
@@ -152,19 +155,3 @@ def machine_facts() -> dict[str, Any]:
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def parse_int_list(text: str | None) -> list[int] | None:
-    """'1,5,10' -> [1, 5, 10]; None stays None."""
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise DatablameError(f"{text!r} is not a comma-separated list of integers", "e.g. --k 1,5,10") from None
-
-
-def parse_names(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    return [x.strip() for x in text.split(",") if x.strip()]

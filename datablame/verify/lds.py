@@ -31,6 +31,7 @@ import numpy as np
 from datablame import __version__
 from datablame.config import RayConfig, RunConfig
 from datablame.errors import DatablameError
+from datablame.layout import RunLayout
 from datablame.utils.io import atomic_write_json
 from datablame.verify.common import (
     check_methods,
@@ -108,7 +109,7 @@ def lds(
     progress: bool = True,
 ) -> LDSReport:
     """Train (or reuse) the subset models, score every method, write <run>/lds/lds.json + lds.png."""
-    from datablame.api import prepare_inputs
+    from datablame.inputs import prepare_inputs
     from datablame.methods import REGISTRY
     from datablame.runs import prepare_run_dir
 
@@ -128,7 +129,7 @@ def lds(
     jobs = [RetrainJob(s, removed=tuple(int(i) for i in np.flatnonzero(~masks[j])), kind="lds-subset",
                        tags={"subset": j, "alpha": lcfg.alpha, "subset_seed": lcfg.seed})
             for j in range(len(masks)) for s in seeds]
-    outcome = run_jobs(ctx, jobs, run_dir / "lds", ray or lcfg.ray, desc="LDS subsets", progress=progress)
+    outcome = run_jobs(ctx, jobs, RunLayout(run_dir).lds_dir, ray or lcfg.ray, desc="LDS subsets", progress=progress)
     sweep_s = outcome.seconds
     losses = np.zeros((len(masks), len(queries)))
     keys: list[list[str]] = [[] for _ in masks]
@@ -180,8 +181,8 @@ def lds(
                    "train_s_per_model": float(np.mean([r["train_seconds"] for r in outcome.results.values()]))},
         "machine": {"start": machine_start, "end": machine_facts()},
     }
-    out_dir = run_dir / "lds"
-    paths = {"json": out_dir / "lds.json", "plot": out_dir / "lds.png"}
+    layout = RunLayout(run_dir)
+    paths = {"json": layout.lds_json, "plot": layout.lds_plot}
     from datablame.verify.plots import plot_lds
 
     plot_lds(table, paths["plot"], title=f"LDS, {len(masks)} subsets of {lcfg.alpha:g}, {len(queries)} queries")

@@ -39,6 +39,7 @@ from datablame import __version__
 from datablame.config import RayConfig, RunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
+from datablame.layout import AttributionLayout, RunLayout
 from datablame.utils.io import atomic_save_npz, atomic_write_json
 from datablame.utils.safe_load import NPZ_UNREADABLE, read_json
 from datablame.verify.common import machine_facts, method_scores, retrain_context, with_flags
@@ -97,7 +98,7 @@ def load_attribution(path: Path, corpus: Corpus) -> _Attribution:
     methods = [m["name"] for m in raw.get("methods", [])]
     rankings = {m: [[r["row_id"] for r in q["rankings"].get(m, [])] for q in raw["queries"]] for m in methods}
     scores: dict[str, np.ndarray] = {}
-    npz = path.parent / "scores.npz"
+    npz = AttributionLayout(path.parent).scores_npz
     if npz.is_file():
         try:
             with np.load(npz, allow_pickle=False) as z:
@@ -180,7 +181,7 @@ def verify(
 ) -> VerifyReport:
     """Retrain without (or with corrupted) top-k rows vs random rows vs nothing; write
     <run>/verify/verify[_flip].json and effect_vs_k[_flip].png."""
-    from datablame.api import load_corpus
+    from datablame.inputs import load_corpus
     from datablame.runs import prepare_run_dir
 
     overrides = {k: v for k, v in {"k": list(ks) if ks else None, "seeds": list(seeds) if seeds else None,
@@ -194,7 +195,7 @@ def verify(
     machine_start = machine_facts()
     run_dir = prepare_run_dir(cfg)
     corpus = load_corpus(cfg)[0]
-    att = load_attribution(Path(result_path) if result_path else run_dir / "attribution" / "results.json", corpus)
+    att = load_attribution(Path(result_path) if result_path else RunLayout(run_dir).results_json, corpus)
     methods = list(methods or vcfg.methods or att.methods)
     unknown = [m for m in methods if m not in att.methods and m not in att.scores]
     if unknown:
@@ -219,7 +220,7 @@ def verify(
     top = {(m, q, k, s): _modify(chosen[m, q, k], s, strat, vcfg, n, "top-k", method=m, query=q, k=k)
            for (m, q, k) in chosen for s in vcfg.seeds}
     jobs = [*base.values(), *ctrl.values(), *top.values()]
-    outcome = run_jobs(ctx, jobs, run_dir / "verify", ray or vcfg.ray, desc=f"verify ({strat})", progress=progress)
+    outcome = run_jobs(ctx, jobs, RunLayout(run_dir).verify_dir, ray or vcfg.ray, desc=f"verify ({strat})", progress=progress)
     rec = dict(zip([id(j) for j in jobs], (outcome.record(i) for i in range(len(jobs))), strict=True))
 
     def loss(job: RetrainJob, q: str) -> float:
@@ -306,8 +307,8 @@ def verify(
         "machine": {"start": machine_start, "end": machine_facts()},
     }
     suffix = "" if strat == "remove" else f"_{strat}"
-    out_dir = run_dir / "verify"
-    paths = {"json": out_dir / f"verify{suffix}.json", "plot": out_dir / f"effect_vs_k{suffix}.png"}
+    layout = RunLayout(run_dir)
+    paths = {"json": layout.verify_json(suffix), "plot": layout.verify_plot(suffix)}
     from datablame.verify.plots import plot_effect_vs_k
 
     plot_effect_vs_k(data, paths["plot"])
@@ -341,7 +342,7 @@ def leave_one_out(
     bootstrap CI over queries) and top-10 overlap. With two or more seeds, the split-half
     agreement of the LOO effects with themselves is reported too: the ceiling any method can
     reach given the retraining noise. Writes <run>/verify/loo.json, loo_effects.npz, loo.png."""
-    from datablame.api import load_corpus, prepare_inputs
+    from datablame.inputs import load_corpus, prepare_inputs
     from datablame.runs import prepare_run_dir
 
     vcfg = cfg.verify
@@ -358,7 +359,7 @@ def leave_one_out(
             f"(verify.loo_max_rows is {vcfg.loo_max_rows})",
             "use `datablame lds` or top-k removal for large corpora, or raise verify.loo_max_rows",
         )
-    path = Path(result_path) if result_path else run_dir / "attribution" / "results.json"
+    path = Path(result_path) if result_path else RunLayout(run_dir).results_json
     att = load_attribution(path, corpus) if path.is_file() else None
     methods = list(methods or vcfg.methods or (att.methods if att else cfg.attribution.method_names()))
     inputs = None
@@ -382,7 +383,7 @@ def leave_one_out(
     ctx = retrain_context(cfg, run_dir, corpus, qlist, generate=False, epochs=vcfg.epochs)
     base = [RetrainJob(s, kind="baseline") for s in seeds]
     loo = [RetrainJob(s, removed=(r,), kind="loo", tags={"row": r}) for r in candidates for s in seeds]
-    outcome = run_jobs(ctx, [*base, *loo], run_dir / "verify", ray or vcfg.ray, desc="leave-one-out",
+    outcome = run_jobs(ctx, [*base, *loo], RunLayout(run_dir).verify_dir, ray or vcfg.ray, desc="leave-one-out",
                        progress=progress)
     recs = [outcome.record(i) for i in range(len(base) + len(loo))]
     qi = [qpos[q] for q in qids]
@@ -412,8 +413,8 @@ def leave_one_out(
         a, c = per_seed[:half].mean(axis=0), per_seed[half:].mean(axis=0)
         reliability = bootstrap_mean([spearman(a[j], c[j]) for j in range(len(qids))],
                                      confidence=vcfg.confidence, seed=0).to_dict()
-    out_dir = run_dir / "verify"
-    paths = {"json": out_dir / "loo.json", "effects": out_dir / "loo_effects.npz", "plot": out_dir / "loo.png"}
+    layout = RunLayout(run_dir)
+    paths = {"json": layout.loo_json, "effects": layout.loo_effects, "plot": layout.loo_plot}
     atomic_save_npz(paths["effects"], {"effect": effect, "per_seed": per_seed, "rows": np.array(candidates),
                                       **{f"scores_{m}": s[np.ix_(qi, candidates)] for m, s in scores.items()}})
     data = {

@@ -121,7 +121,7 @@ _CORPUS_CACHE: dict[str, Any] = {}
 
 def _corpus(cfg) -> Any:
     """The run's corpus, built once per worker process (workers run many jobs)."""
-    from datablame.api import load_corpus
+    from datablame.inputs import load_corpus
 
     key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
     if key not in _CORPUS_CACHE:

@@ -21,6 +21,7 @@ from typing import Any
 
 from datablame.config import RayConfig
 from datablame.errors import DatablameError
+from datablame.layout import sweep_jobs_dir
 from datablame.utils.io import atomic_write_json
 from datablame.verify.retrain import RetrainContext, RetrainJob, execute, job_key
 
@@ -43,7 +44,7 @@ class SweepOutcome:
 
 
 def job_path(out_dir: Path, key: str) -> Path:
-    return Path(out_dir) / "jobs" / f"{key}.json"
+    return sweep_jobs_dir(out_dir) / f"{key}.json"
 
 
 def load_finished(out_dir: Path, key: str) -> dict[str, Any] | None:
@@ -115,7 +116,7 @@ def run_jobs(
     reused = len(results)
     outcome = SweepOutcome(results, keys, 0, reused, 0.0, ray_cfg.runner)
     if todo:
-        log.info("%s: %d jobs to train, %d already done (%s)", desc, len(todo), reused, out_dir / "jobs")
+        log.info("%s: %d jobs to train, %d already done (%s)", desc, len(todo), reused, sweep_jobs_dir(out_dir))
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="model")
 
     def finish(key: str, rec: dict[str, Any]) -> None:

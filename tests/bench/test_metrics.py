@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from datablame.bench.metrics import (
+from datablame.metrics import (
     average_precision,
     bootstrap_ci,
     evaluate,

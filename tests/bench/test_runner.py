@@ -68,8 +68,8 @@ def test_metrics_follow_the_ground_truth(small_bench):
 
 def test_metrics_recompute_from_scores(small_bench):
     from datablame import api
-    from datablame.bench.metrics import average_precision
     from datablame.config import parse_config
+    from datablame.metrics import average_precision
 
     tmp, _, bench = small_bench
     scores = np.load(tmp / "run" / "bench" / "scores.npz")

@@ -83,7 +83,7 @@ def test_bm25_options():
     a = get_method("bm25").score(inputs)
     b = get_method("bm25", k1=0.5, b=0.2).score(inputs)
     assert not np.allclose(a, b)
-    with pytest.raises(DatablameError, match="bad options for method 'bm25'"):
+    with pytest.raises(DatablameError, match="bm25.k: unknown option of method 'bm25'"):
         get_method("bm25", k=3)
 
 

@@ -127,7 +127,7 @@ def test_output_dir_under_a_file(attributed, tmp_path):
 ], ids=["permission", "read-only"])
 def test_unwritable_output_is_one_line(attributed, tmp_path, monkeypatch, err):
     """Root ignores chmod, so the OS error is raised where the run directory is prepared."""
-    from datablame import api
+    from datablame import inputs
 
     path, out = _copy(attributed, tmp_path)
     before = (out / "attribution" / "results.json").read_bytes()
@@ -135,7 +135,7 @@ def test_unwritable_output_is_one_line(attributed, tmp_path, monkeypatch, err):
     def refuse(*_a, **_k):
         raise err
 
-    monkeypatch.setattr(api, "prepare_run_dir", refuse)
+    monkeypatch.setattr(inputs, "prepare_run_dir", refuse)
     res = _cli("attribute", "--config", path, "--method", "grad_cosine")
     assert res.exit_code == 2, res.output
     assert "/runs/x/attribution" in res.stderr and "output.dir" in res.stderr, res.stderr

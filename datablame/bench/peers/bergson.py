@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 
 from datablame.bench.peers import Peer, register_peer
 from datablame.grads import select_modules
+from datablame.layout import AttributionLayout
 from datablame.methods.base import AttributionInputs
 from datablame.models.tokenize import Encoded
 
@@ -80,7 +80,7 @@ class BergsonPeer(Peer):
         opts.update(projection_dim=k, batch_size=batch)
         model = inputs.model
         targets = {n.removeprefix("model.") for n, _ in select_modules(model, inputs.attribution.modules)}
-        root = Path(inputs.work_dir or ".") / "peers" / "bergson"
+        root = AttributionLayout(inputs.work_dir or ".").cache_dir("peers") / "bergson"
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
 

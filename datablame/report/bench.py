@@ -3,7 +3,7 @@
 Everything here reads only the JSON written by `bench.runner`, so a table or plot can be
 regenerated from a stored result without rerunning anything:
 
-    python -c "import json,sys; from datablame.bench.report import render_readme_section as r; \
+    python -c "import json,sys; from datablame.report.bench import render_readme_section as r; \
 print(r(json.load(open(sys.argv[1]))))" benchmarks/results/bench_hops.json
 """
 

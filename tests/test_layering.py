@@ -1,0 +1,197 @@
+"""No module under datablame/ imports from a layer above its own, and the CLI calls only `api`.
+
+The layers, bottom to top (a module may import its own layer and any layer below it):
+
+    datablame/__init__ (version only)
+    layout -> errors -> error_paths -> utils -> config -> metrics -> templates -> runs -> demo
+    data -> models -> train -> grads -> curvature -> store -> features -> methods
+    inputs (corpus, trained model, AttributionInputs: what every stage below api shares)
+    retrieval -> report
+    verify | bench | diff | evaluate   (siblings: none imports another)
+    api                                 (the only door)
+    cli | serve                         (cli = cli.py and cli_*.py)
+
+Every import counts: top-level or inside a function (lazy), `import datablame.x`,
+`from datablame.x import y`, `from datablame import x` and relative imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "datablame"
+
+# bottom -> top; a tier of several names holds siblings that may not import each other
+LAYERS: list[tuple[str, ...]] = [
+    ("__init__",),  # datablame/__init__.py: __version__ only
+    ("layout",),  # the run directory's paths; standard library only
+    ("errors",),
+    ("error_paths",),  # OS/decode/validation errors -> DatablameError naming the file
+    ("utils",),
+    ("config",),
+    ("metrics",),  # ranking metrics against ground truth; numpy only
+    ("templates",),  # example configs shipped with the package
+    ("runs",),  # run directory bookkeeping (markers, fingerprints)
+    ("demo",),  # the demo's preset config
+    ("data",),
+    ("models",),
+    ("train",),
+    ("grads",),
+    ("curvature",),
+    ("store",),
+    ("features",),
+    ("methods",),
+    ("inputs",),  # load_corpus, train, prepare_inputs (re-exported by api)
+    ("retrieval",),
+    ("report",),  # results, history, comparison and the console/Markdown views
+    ("verify", "bench", "diff", "evaluate"),
+    ("api",),
+    ("cli", "serve"),
+]
+
+# what the command line may import: api is the door; besides it, errors, config loading,
+# the views of results (report), the example configs and the run directory's paths
+CLI_MAY_IMPORT = {"api", "cli", "errors", "error_paths", "config", "report", "templates", "layout"}
+
+# (importing module, imported module) pairs that point upward, each with its reason; an entry
+# whose import is gone fails `test_every_allowlisted_import_still_exists`
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    # lazy imports of the layer-type predicates is_conv1d / is_linear (GPT-2 Conv1D support, added
+    # while the layering landed): they only look at a torch module's type, so they belong below
+    # models (e.g. a models/layers.py that grads.modules re-exports); until they move there:
+    ("datablame.models.tiny_archs", "datablame.grads.modules"): "is_conv1d for LoRA's fan_in_fan_out",
+    ("datablame.train.finetune", "datablame.grads.modules"): "is_conv1d / is_linear for LoRA targets",
+}
+
+
+def _unit(module: str) -> str:
+    """datablame.verify.lds -> 'verify'; datablame.cli_bench -> 'cli'; datablame -> '__init__'."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "__init__"
+    top = parts[1]
+    return "cli" if top == "cli" or top.startswith("cli_") else top
+
+
+RANK = {name: i for i, tier in enumerate(LAYERS) for name in tier}
+
+
+def _module_name(path: Path, root: Path) -> tuple[str, bool]:
+    rel = path.relative_to(root.parent).with_suffix("")
+    parts = list(rel.parts)
+    is_pkg = parts[-1] == "__init__"
+    if is_pkg:
+        parts = parts[:-1]
+    return ".".join(parts), is_pkg
+
+
+def _imports(path: Path, root: Path) -> list[tuple[str, int]]:
+    """Every datablame module `path` imports (anywhere in the file), with its line."""
+    module, is_pkg = _module_name(path, root)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_pkg else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:  # `from datablame import api`: the submodule api
+                sub = f"{target}.{alias.name}"
+                rel = Path(*sub.split("."))
+                is_module = (root.parent / rel).is_dir() or (root.parent / rel).with_suffix(".py").is_file()
+                out.append((sub if is_module else target, node.lineno))
+    return [(t, line) for t, line in out if t == root.name or t.startswith(root.name + ".")]
+
+
+def violations(root: Path = PACKAGE) -> tuple[list[str], list[str]]:
+    """(upward imports, modules whose layer is not listed) under the package at `root`."""
+    upward, unplaced = [], set()
+    for path in sorted(root.rglob("*.py")):
+        module, _ = _module_name(path, root)
+        src = _unit(module)
+        if src not in RANK:
+            unplaced.add(src)
+            continue
+        for target, line in _imports(path, root):
+            dst = _unit(target)
+            if dst not in RANK:
+                unplaced.add(dst)
+                continue
+            if dst == src or RANK[dst] < RANK[src]:
+                continue
+            if (module, target) in ALLOWED_UPWARD:
+                continue
+            how = "a sibling" if RANK[dst] == RANK[src] else "a higher layer"
+            upward.append(f"{path.relative_to(root.parent)}:{line}: {module} ({src}) imports {target} "
+                          f"({dst}, {how})")
+    return upward, sorted(unplaced)
+
+
+def test_no_import_points_upward():
+    upward, unplaced = violations()
+    assert not unplaced, f"place these top-level modules/packages in LAYERS: {unplaced}"
+    assert not upward, "imports pointing up the layering:\n" + "\n".join(upward)
+
+
+def test_every_allowlisted_import_still_exists():
+    """An allowlist entry whose import is gone must go too (it would hide a new one)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        module, _ = _module_name(path, PACKAGE)
+        found.update((module, t) for t, _ in _imports(path, PACKAGE))
+    assert not set(ALLOWED_UPWARD) - found
+
+
+def test_cli_calls_only_api():
+    bad = []
+    for path in sorted(PACKAGE.glob("cli*.py")):
+        module, _ = _module_name(path, PACKAGE)
+        for target, line in _imports(path, PACKAGE):
+            if _unit(target) not in CLI_MAY_IMPORT:
+                bad.append(f"{path.name}:{line}: {target}")
+    assert not bad, f"the CLI may import only {sorted(CLI_MAY_IMPORT)} (route the rest through api):\n" + "\n".join(bad)
+
+
+def _write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("def f():\n    from datablame.api import load_corpus\n", "datablame.api"),  # lazy, absolute
+    ("from ..methods import base\n", "datablame.methods.base"),  # relative, two levels
+    ("import datablame.verify.lds\n", "datablame.verify.lds"),
+    ("from datablame import cli\n", "datablame.cli"),  # a submodule named in `from package import`
+])
+def test_a_planted_upward_import_is_found(tmp_path, source, expected):
+    """The check on a synthetic package: an upward import in data/ is reported, a downward one is not."""
+    root = tmp_path / "datablame"
+    for rel in ("__init__.py", "data/__init__.py", "api.py", "cli.py", "errors.py", "methods/__init__.py",
+                "methods/base.py", "verify/__init__.py", "verify/lds.py"):
+        _write(root, rel, "")
+    _write(root, "data/planted.py", "from datablame.errors import DatablameError\n" + source)
+    upward, unplaced = violations(root)
+    assert not unplaced
+    assert len(upward) == 1 and f"imports {expected} " in upward[0], upward
+    _write(root, "data/planted.py", "from datablame.errors import DatablameError\nfrom datablame import __version__\n")
+    assert violations(root) == ([], [])
+
+
+def test_a_sibling_import_and_an_unplaced_package_are_found(tmp_path):
+    root = tmp_path / "datablame"
+    _write(root, "__init__.py", "")
+    _write(root, "bench/__init__.py", "from datablame.verify import lds\n")
+    _write(root, "verify/__init__.py", "")
+    _write(root, "verify/lds.py", "")
+    _write(root, "newpkg/__init__.py", "")
+    upward, unplaced = violations(root)
+    assert len(upward) == 1 and "a sibling" in upward[0]
+    assert unplaced == ["newpkg"]
