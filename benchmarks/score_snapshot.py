@@ -43,6 +43,10 @@ LDS_SUBSETS = {"small": 4, "demo": 8}
 SMALL_OPTIONS = {"hessian_influence": {"pattern": r"layers\.1\.self_attn\.v_proj$", "solver": "cg",
                                        "damping_scale": 1.0, "cg_tol": 1e-2, "batch_size": 64}}
 RTOL = 1e-6
+# both snapshots were computed with 2 torch threads (the default on the 2-core machines they were
+# saved on); another count changes float reduction order (grad_dot moves ~1e-6, the CG solve
+# of hessian_influence ~4e-3), so the check pins it, whatever an earlier caller set
+TORCH_THREADS = 2
 
 
 def run_config(run: str, run_dir: Path):
@@ -74,15 +78,22 @@ def all_methods() -> list[str]:
 
 def compute(run: str, run_dir: Path, methods: list[str] | None = None) -> dict[str, np.ndarray]:
     """Train (reused when present), the LDS subsets datamodels needs, then every method."""
+    import torch
+
     from datablame import api
     from datablame.verify.lds import lds
 
     cfg = run_config(run, run_dir)
     methods = methods or all_methods()
-    api.train(cfg)
-    if "datamodels" in methods:
-        lds(cfg, methods=["grad_cosine"])
-    result, _ = api.attribute(cfg, methods=methods, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        api.train(cfg)
+        if "datamodels" in methods:
+            lds(cfg, methods=["grad_cosine"])
+        result, _ = api.attribute(cfg, methods=methods, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     scores = dict(np.load(RunLayout(run_dir).scores_npz, allow_pickle=False))
     scores["__query_ids__"] = np.array([q.query_id for q in result.queries])
     scores["__row_ids__"] = np.array([r.row_id for r in api.load_corpus(cfg)[0]])
