@@ -1,6 +1,7 @@
 """Shared helpers for the benchmark scripts: timing, peak memory, profiling, machine facts,
-the command line, the small planted run of the method tests (`fixture_run_config`,
-`planted_gap`), and peer adapters (bergson).
+the command line, and peer adapters (bergson). The small planted run of the method tests and
+its planted-gap measure live in tests/ (`pipeline_config.small_config`, `planted_gap`), the
+one copy both use: a script adds tests/ to sys.path to import them.
 
 Memory on CPU: tracemalloc does not see torch's allocations, so peak memory is the
 process RSS, sampled every ~1 ms in a thread while the call runs, minus the RSS just
@@ -229,40 +230,6 @@ def command_line() -> str:
     except ValueError:
         pass
     return " ".join(["python", str(script), *sys.argv[1:]])
-
-
-def fixture_run_config(out: Path, method: str, epochs: float = 6):
-    """The method tests' `planted_run` fixture config (tests/pipeline_config.py `small_config`),
-    trained for `epochs` (6: the planted rows are learned; the tests use 2 for speed): a 2-layer
-    hidden-48 tiny Llama on 55 planted-facts rows with 3 queries, a checkpoint every 3 steps."""
-    from datablame.config import parse_config
-
-    return parse_config({
-        "name": "t",
-        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 3, "plants_per_fact": 3,
-                                                  "decoys_per_fact": 2, "background_per_entity": 4}},
-        "model": {"kind": "tiny", "max_length": 96,
-                  "tiny": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}},
-        "training": {"num_train_epochs": epochs, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 3, "logging_steps": 50},
-        "attribution": {"method": method, "top_k": 5, "batch_size": 7},
-        "output": {"dir": str(out)},
-    })
-
-
-def planted_gap(scores, inputs, truth: dict[str, list[str]]) -> float:
-    """Mean over queries of (mean planted-row score - mean other score) / std of the query's
-    scores: how far the planted rows stand above the rest, in score standard deviations."""
-    import numpy as np
-
-    idx = inputs.corpus.index_of()
-    gaps = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        gaps.append((scores[qi, rel].mean() - scores[qi, rest].mean()) / scores[qi].std())
-    return float(np.mean(gaps))
 
 
 def set_mode(model, *, train: bool, grad: str) -> None:

@@ -41,11 +41,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _common import OtherLoad, machine, now, write_json  # noqa: E402
+from pipeline_config import small_config  # noqa: E402
 
 from datablame import api  # noqa: E402
-from datablame.config import RetrievalConfig, parse_config  # noqa: E402
+from datablame.config import RetrievalConfig  # noqa: E402
 from datablame.methods import get_method, gradient_features  # noqa: E402
 from datablame.methods.text_index import query_texts  # noqa: E402
 from datablame.metrics import recall_at_k  # noqa: E402
@@ -65,18 +67,16 @@ CONFIGS = [  # (label, embedding_k, bm25_k, filter)
 
 
 def bench_config(run: str, epochs: float):
-    return parse_config({
-        "name": "bench-cascade",
-        "data": {"source": "planted", "planted": {"n_entities": 400, "n_facts": 64, "plants_per_fact": 4,
-                                                  "decoys_per_fact": 4, "background_per_entity": 12}},
-        "model": {"kind": "tiny", "max_length": 96,
-                  "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024}},
-        "training": {"num_train_epochs": epochs, "per_device_train_batch_size": 32, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 100000, "logging_steps": 50},
-        "attribution": {"method": "grad_cosine", "top_k": K, "batch_size": 16},
-        "output": {"dir": run},
-    })
+    """The tests' `small_config` scaled up: 5,312 rows, a hidden-64 Llama, no checkpoints."""
+    return small_config(
+        run, name="bench-cascade",
+        data={"planted": {"n_entities": 400, "n_facts": 64, "plants_per_fact": 4, "decoys_per_fact": 4,
+                          "background_per_entity": 12}},
+        model={"tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024}},
+        training={"num_train_epochs": epochs, "per_device_train_batch_size": 32, "save_steps": 100000},
+        attribution={"top_k": K, "batch_size": 16},
+    )
 
 
 def truth_recall(scores: np.ndarray, inputs, truth) -> float:

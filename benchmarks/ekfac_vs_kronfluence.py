@@ -31,8 +31,11 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import command_line, fixture_run_config, now, planted_gap  # noqa: E402
+from _common import command_line, now  # noqa: E402
+from pipeline_config import small_config  # noqa: E402
+from planted_gap import planted_gap  # noqa: E402
 
 from datablame import __version__, api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
@@ -48,7 +51,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     tmp = Path(tempfile.mkdtemp(prefix="ekfac-vs-kron-"))
-    cfg = fixture_run_config(tmp / "run", "ekfac")
+    # the method tests' planted run, trained for 6 epochs as their `planted_run` fixture
+    cfg = small_config(tmp / "run", training={"num_train_epochs": 6}, attribution={"method": "ekfac"})
     api.train(cfg)
     truth = api.load_corpus(cfg)[2]
 

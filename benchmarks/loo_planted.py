@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from _verify_demo_run import RESULTS, loadavg, run_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from pipeline_config import small_raw  # noqa: E402
 
 from datablame.layout import RunLayout
 
@@ -34,22 +38,21 @@ CANDIDATES = ["grad_dot", "grad_cosine", "ekfac", "kfac", "diag_influence", "dat
 
 
 def loo_config(run_dir: str, methods: list[str]):
+    """The tests' `small_config` at 128 rows: a hidden-64 Llama, 20 epochs, cosine schedule."""
     from datablame.config import parse_config
 
-    return parse_config({
-        "name": "loo-planted", "seed": 0,
-        "data": {"source": "planted", "planted": {"n_entities": 10, "n_facts": 4, "plants_per_fact": 4,
-                                                  "decoys_per_fact": 3, "background_per_entity": 10}},
-        "model": {"kind": "tiny", "max_length": 128,
-                  "tiny": {"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 768}},
-        "training": {"num_train_epochs": 20, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "lr_scheduler_type": "cosine", "warmup_ratio": 0.05, "save_steps": 40,
-                     "logging_steps": 1000, "seed": 0},
-        "attribution": {"methods": methods, "top_k": 10, "batch_size": 16},
-        "verify": {"loo_max_rows": 200},
-        "output": {"dir": run_dir},
-    }, source="<loo_planted>")
+    return parse_config(small_raw(
+        run_dir, name="loo-planted", seed=0,
+        data={"planted": {"n_entities": 10, "n_facts": 4, "plants_per_fact": 4, "decoys_per_fact": 3,
+                          "background_per_entity": 10}},
+        model={"max_length": 128,
+               "tiny": {"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 768}},
+        training={"num_train_epochs": 20, "lr_scheduler_type": "cosine", "warmup_ratio": 0.05,
+                  "save_steps": 40, "logging_steps": 1000, "seed": 0},
+        attribution={"methods": methods, "top_k": 10, "batch_size": 16},
+        verify={"loo_max_rows": 200},
+    ), source="<loo_planted>")
 
 
 def main() -> None:

@@ -34,8 +34,10 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import command_line, fixture_run_config, now  # noqa: E402
+from _common import command_line, now  # noqa: E402
+from pipeline_config import small_config  # noqa: E402
 
 from datablame import api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
@@ -68,7 +70,8 @@ def main() -> None:
            "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
                        "torch": torch.__version__, "load_avg_start": os.getloadavg()}, "settings": []}
     with tempfile.TemporaryDirectory(prefix="trak-vs-traker-") as tmp:
-        cfg = fixture_run_config(Path(tmp) / "run", "trak")
+        # the method tests' planted run, trained for 6 epochs as their `planted_run` fixture
+        cfg = small_config(Path(tmp) / "run", training={"num_train_epochs": 6}, attribution={"method": "trak"})
         api.train(cfg)
 
         def fresh(one_module, k):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
 from datablame.config import AttributionConfig, ModelConfig, ModuleSelection, ProjectionConfig
@@ -45,14 +44,3 @@ def tiny_inputs(
     inputs.cache["model_info"] = {"source": "test", "fingerprint": fingerprint}
     return inputs
 
-
-def planted_gap(scores: np.ndarray, inputs: AttributionInputs, truth: dict[str, list[str]]) -> float:
-    """Mean over queries of (mean planted score - mean other score) / std of the query's scores.
-    Positive when planted rows rank high; a flipped sign makes it negative."""
-    idx = inputs.corpus.index_of()
-    gaps = []
-    for qi, q in enumerate(inputs.queries):
-        rel = [idx[r] for r in truth[q.query_id]]
-        rest = np.setdiff1d(np.arange(scores.shape[1]), rel)
-        gaps.append((scores[qi, rel].mean() - scores[qi, rest].mean()) / scores[qi].std())
-    return float(np.mean(gaps))

@@ -4,7 +4,7 @@ Hessian of a small weight set (fails if the sign flips); self-influence is posit
 from __future__ import annotations
 
 import numpy as np
-from influence_inputs import planted_gap
+from planted_gap import planted_gap
 
 from datablame.methods import get_method
 

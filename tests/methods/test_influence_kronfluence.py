@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from influence_inputs import planted_gap, random_rows, tiny_inputs
+from influence_inputs import random_rows, tiny_inputs
+from planted_gap import planted_gap
 from scipy.stats import spearmanr
 
 from datablame.methods import get_method

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from influence_inputs import planted_gap
+from planted_gap import planted_gap
 
 from datablame.methods import get_method
 

@@ -5,28 +5,25 @@ test can afford a dozen retrainings."""
 from __future__ import annotations
 
 import pytest
+from pipeline_config import small_config
 
 
-def tiny_config(out, **over):
-    from datablame.config import parse_config
-
-    raw = {
-        "name": "tiny-verify",
-        "data": {"source": "planted", "planted": {"n_entities": 3, "n_facts": 2, "plants_per_fact": 3,
-                                                  "decoys_per_fact": 1, "background_per_entity": 2}},
-        "model": {"kind": "tiny", "max_length": 128,
-                  "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                           "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 512}},
-        "training": {"num_train_epochs": 10, "per_device_train_batch_size": 4, "learning_rate": 5e-3,
-                     "lr_scheduler_type": "constant", "save_steps": 1000, "logging_steps": 1000},
-        "attribution": {"methods": ["grad_dot", "grad_cosine"], "top_k": 5, "batch_size": 8},
-        "verify": {"ray": {"runner": "serial"}},
-        "lds": {"ray": {"runner": "serial"}},
-        "output": {"dir": str(out)},
-    }
-    for k, v in over.items():
-        raw[k] = {**raw.get(k, {}), **v}
-    return parse_config(raw)
+def tiny_config(out):
+    """`small_config` shrunk: 3 entities, a 1-layer hidden-32 Llama, 10 epochs, no checkpoints."""
+    return small_config(
+        out,
+        name="tiny-verify",
+        data={"planted": {"n_entities": 3, "n_facts": 2, "plants_per_fact": 3, "decoys_per_fact": 1,
+                          "background_per_entity": 2}},
+        model={"max_length": 128,
+               "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 512}},
+        training={"num_train_epochs": 10, "per_device_train_batch_size": 4, "learning_rate": 5e-3,
+                  "save_steps": 1000, "logging_steps": 1000},
+        attribution={"methods": ["grad_dot", "grad_cosine"], "batch_size": 8},
+        verify={"ray": {"runner": "serial"}},
+        lds={"ray": {"runner": "serial"}},
+    )
 
 
 @pytest.fixture(scope="session")
