@@ -58,13 +58,7 @@ CLI_MAY_IMPORT = {"api", "cli", "errors", "error_paths", "config", "report", "te
 
 # (importing module, imported module) pairs that point upward, each with its reason; an entry
 # whose import is gone fails `test_every_allowlisted_import_still_exists`
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # lazy imports of the layer-type predicates is_conv1d / is_linear (GPT-2 Conv1D support, added
-    # while the layering landed): they only look at a torch module's type, so they belong below
-    # models (e.g. a models/layers.py that grads.modules re-exports); until they move there:
-    ("datablame.models.tiny_archs", "datablame.grads.modules"): "is_conv1d for LoRA's fan_in_fan_out",
-    ("datablame.train.finetune", "datablame.grads.modules"): "is_conv1d / is_linear for LoRA targets",
-}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _unit(module: str) -> str:

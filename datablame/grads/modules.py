@@ -24,18 +24,10 @@ from datablame.grads.presets import (
     preset_pattern,
     warn_partial_blocks,
 )
+from datablame.models.layers import is_conv1d, is_linear  # noqa: F401 (re-exported)
 
 _LORA = re.compile(r"lora_[AB]\.[^.]+$")
 _FALLBACK = r"mlp\.(gate_proj|up_proj|down_proj)$"  # architectures without a preset (Llama-style names)
-
-
-def is_conv1d(mod: nn.Module) -> bool:
-    """transformers' Conv1D (GPT-2 and relatives): y = x @ W + b with W [in, out]."""
-    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and getattr(mod, "weight", None) is not None
-
-
-def is_linear(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.Linear) or is_conv1d(mod)
 
 
 def linear_dims(mod: nn.Module) -> tuple[int, int]:

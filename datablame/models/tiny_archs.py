@@ -64,7 +64,7 @@ def with_lora(model: torch.nn.Module, arch: str, seed: int = 0, r: int = 4) -> t
     starts it at zero, where A's gradient vanishes) so both matrices have real gradients."""
     from peft import LoraConfig, get_peft_model
 
-    from datablame.grads.modules import is_conv1d
+    from datablame.models.layers import is_conv1d
 
     conv = any(is_conv1d(m) for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in LORA_TARGETS[arch])
     cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=LORA_TARGETS[arch],

@@ -90,7 +90,7 @@ def _use_bf16(cfg: TrainingConfig) -> bool:
 def _wrap_lora(model, cfg: TrainingConfig):
     from peft import LoraConfig, get_peft_model
 
-    from datablame.grads.modules import is_conv1d, is_linear
+    from datablame.models.layers import is_conv1d, is_linear
 
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if is_linear(m)}
     missing = [t for t in cfg.lora.target_modules if t not in names]
