@@ -79,7 +79,7 @@ def _validation_error(err: ValidationError) -> DatablameError:
     parts = []
     for e in err.errors()[:3]:
         loc = ".".join(str(x) for x in e.get("loc", ())) or err.title
-        parts.append(f"{loc}: {e.get('msg', 'invalid')} (got {e.get('input')!r})")
+        parts.append(f"{loc}: {e.get('msg', 'invalid').removeprefix('Value error, ')} (got {e.get('input')!r})")
     more = f" (and {err.error_count() - 3} more)" if err.error_count() > 3 else ""
     fields = ", ".join(".".join(str(x) for x in e.get("loc", ())) for e in err.errors()[:3])
     return DatablameError("invalid value: " + "; ".join(parts) + more, f"change {fields or err.title}")

@@ -93,7 +93,7 @@ def with_flags(section: BaseModel, overrides: dict[str, Any], flags: dict[str, s
         field = str(e.get("loc", ("?",))[0])
         flag = flags.get(field, f"--{field.replace('_', '-')}")
         value = overrides.get(field, e.get("input"))
-        raise DatablameError(f"{flag} {value!r}: {e.get('msg', 'invalid value')}",
+        raise DatablameError(f"{flag} {value!r}: {e.get('msg', 'invalid value').removeprefix('Value error, ')}",
                              f"pass a valid {flag} (the same rule as the config's {field})") from None
 
 
