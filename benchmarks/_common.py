@@ -14,6 +14,7 @@ allocation down, so call it only after the timing passes. On CUDA: the increase 
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import ctypes
 import datetime as dt
@@ -176,13 +177,11 @@ def machine(device: torch.device) -> dict:
     import transformers
 
     cpu = platform.processor()
-    try:
+    with contextlib.suppress(OSError):  # no /proc (macOS): keep platform.processor()
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -225,10 +224,8 @@ def md_table(headers: list[str], rows: list[list]) -> str:
 def command_line() -> str:
     """How this script was started, for the JSON ('python benchmarks/x.py --flag ...')."""
     script = Path(sys.argv[0]).resolve()
-    try:
+    with contextlib.suppress(ValueError):  # a script outside the repo keeps its absolute path
         script = script.relative_to(Path(__file__).resolve().parents[1])
-    except ValueError:
-        pass
     return " ".join(["python", str(script), *sys.argv[1:]])
 
 

@@ -31,8 +31,8 @@ class _CurrentStderrHandler(logging.StreamHandler):
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; we always look it up
-        pass
+    def stream(self, _value) -> None:
+        """Ignored: StreamHandler.__init__ assigns a stream, but `stream` always looks sys.stderr up."""
 
 
 def _log_to_stderr() -> None:

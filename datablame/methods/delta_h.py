@@ -17,6 +17,7 @@ mean|last, `span` answer|all, `aggregate` mean|topk|learned, `top_k`, `layer_wei
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from os import PathLike
 
 import numpy as np
@@ -75,8 +76,9 @@ class CrossCheckpointMethod(Method):
     def extra_info(self) -> dict:
         return {}
 
+    @abstractmethod
     def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
-        raise NotImplementedError
+        """Scores per selected layer [layers, queries, rows] (combined by `combine`)."""
 
 
 @register
