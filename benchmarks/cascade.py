@@ -48,8 +48,9 @@ from pipeline_config import small_config  # noqa: E402
 
 from datablame import api  # noqa: E402
 from datablame.config import RetrievalConfig  # noqa: E402
-from datablame.methods import get_method, gradient_features  # noqa: E402
-from datablame.methods.text_index import query_texts  # noqa: E402
+from datablame.features.gradients import gradient_features
+from datablame.features.text_index import query_texts  # noqa: E402
+from datablame.methods import get_method  # noqa: E402
 from datablame.metrics import recall_at_k  # noqa: E402
 from datablame.models.tokenize import Encoded  # noqa: E402
 from datablame.retrieval import GradientReranker, build_text_indices, run_cascade, text_index_dir  # noqa: E402
@@ -174,7 +175,7 @@ def main() -> None:
         "command": "python benchmarks/cascade.py " + " ".join(sys.argv[1:]),
         "corpus": {"rows": n, "queries": nq, "planted": cfg.data.planted.model_dump()},
         "model": cfg.model.tiny.model_dump(), "epochs": args.epochs, "train_or_load_s": train_s,
-        "gradient": {"modules": inputs.cache.get("grad_modules"), "dim": int(g.rows.shape[1]),
+        "gradient": {"modules": inputs.shared.grad_modules, "dim": int(g.rows.shape[1]),
                      "projection": cfg.attribution.projection.model_dump()},
         "text_index": text_index,
         "exhaustive": {"seconds": exhaustive_s, "seconds_per_query_amortized": exhaustive_s / nq,

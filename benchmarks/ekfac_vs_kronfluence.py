@@ -40,7 +40,7 @@ from planted_gap import planted_gap  # noqa: E402
 from datablame import __version__, api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
 from datablame.config import ProjectionConfig  # noqa: E402
-from datablame.methods import get_method  # noqa: E402
+from datablame.methods import run_method  # noqa: E402
 from datablame.utils.io import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ekfac_vs_kronfluence.json"
@@ -61,12 +61,7 @@ def main() -> None:
         inputs.work_dir = None  # fresh factors: time the whole fit
         inputs.attribution = inputs.attribution.model_copy(update={"projection": ProjectionConfig(k_in=k, k_out=k)})
 
-        def go():
-            m = get_method(name, **opts)
-            m.fit(inputs)
-            return m.score(inputs)
-
-        got = measure(go)
+        got = measure(lambda: run_method(inputs, name, opts).scores)
         return got.value, {"seconds": got.seconds, "peak_rss_mb": None if got.peak_bytes is None else got.peak_bytes / 2**20,
                            "planted_gap": planted_gap(got.value, inputs, truth)}
 

@@ -5,7 +5,7 @@
 
 Uses the trained demo model (`datablame demo` config; copied from runs/demo when that run
 exists and matches, trained into --run otherwise -- runs/demo itself is never written).
-Each (method, options) variant gets fresh AttributionInputs (no cache shared between
+Each (method, options) variant gets fresh AttributionContext (no cache shared between
 variants, so each time includes everything the method computes; the judge gets an empty
 SQLite cache), and is scored for recall@10 and mAP on the 8 planted-fact queries. Wall and
 process CPU seconds are recorded with the load average: the 2 cores are shared, so walls are
@@ -29,7 +29,7 @@ from _common import md_table, now, write_json
 from datablame import api
 from datablame.demo import demo_config
 from datablame.layout import RunLayout
-from datablame.methods import get_method
+from datablame.methods import run_method
 from datablame.runs import run_key
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,9 +92,8 @@ def main() -> None:
         load0 = loadavg()
         inputs, truth = api.prepare_inputs(cfg)
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        m = get_method(name, **opts)
-        m.fit(inputs)
-        scores = m.score(inputs)
+        run = run_method(inputs, name, opts)
+        m, scores = run.method, run.scores
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         ev = api.evaluate_against_truth(inputs.corpus, inputs.queries, {name: scores}, truth, 10)["per_method"][name]
         info = getattr(m, "info", {})

@@ -42,6 +42,7 @@ from pipeline_config import small_config  # noqa: E402
 from datablame import api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
 from datablame.bench.peers.traker import run_traker  # noqa: E402
+from datablame.features.context import SharedFeatures  # noqa: E402
 from datablame.methods import get_method  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trak_vs_traker.json"
@@ -53,7 +54,7 @@ def with_features(inputs, *, one_module: bool, k: int | None):
     if one_module:
         update["modules"] = a.modules.model_copy(update={"pattern": r"mlp\.down_proj$", "layers": "1"})
     inputs.attribution = a.model_copy(update=update)
-    inputs.cache.clear()
+    inputs.shared = SharedFeatures()
     return inputs
 
 

@@ -23,11 +23,10 @@ from datablame.config import RunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.data.queries import config_queries, resolve_queries
 from datablame.errors import DatablameError
+from datablame.features.gradients import featurize_range, featurizer_for
 from datablame.inputs import load_corpus, prepare_inputs, store_dir, train  # noqa: F401 (re-exported)
 from datablame.layout import AttributionLayout, RunLayout
-from datablame.methods import AttributionInputs, get_method
-from datablame.methods.base import check_scores_shape
-from datablame.methods.grad_align import featurize_range, featurizer_for, store_identity
+from datablame.methods import AttributionContext, get_method, run_method
 from datablame.models.loading import LoadedModel
 from datablame.report import AttributionResult, build_result, write_result
 from datablame.runs import prepare_run_dir
@@ -124,7 +123,7 @@ def index(
     t0 = time.perf_counter()
     info = build_store(
         path, n_rows=len(inputs.corpus), row_ids=[r.row_id for r in inputs.corpus],
-        identity=store_identity(inputs, inputs.cache["model_info"]["fingerprint"]),
+        identity=inputs.identity().store(),
         featurize=featurize, dim=feat.dim, shard_size=cfg.attribution.store.shard_rows,
         config=cfg.model_dump(mode="json"), progress=progress, overwrite=overwrite,
     )
@@ -132,7 +131,7 @@ def index(
         "store": str(path), "rows": info.n_rows, "dim": info.dim, "shards": info.n_shards,
         "shards_computed": info.shards_computed, "shards_reused": info.shards_reused,
         "featurize_s": info.seconds, "rows_per_s": info.rows_computed / info.seconds if info.seconds else None,
-        "bytes": info.nbytes, "modules": inputs.cache["grad_modules"],
+        "bytes": info.nbytes, "modules": inputs.shared.grad_modules,
     }
     kind = faiss if faiss != "auto" else ("flat" if info.n_rows < 50_000 else "ivf")
     if kind != "none":
@@ -167,7 +166,7 @@ def inspect(
     `layer`: a module name, its unique suffix or a regex matching one selected module.
     Returns the paths (heatmap, sorted, summary, factors)."""
     from datablame.curvature.inspect import inspect_factors, resolve_module
-    from datablame.methods.influence_common import fit_preconditioner
+    from datablame.features.preconditioner import fit_preconditioner
 
     if kind not in INSPECT_KINDS:
         raise DatablameError(f"unknown factor kind {kind!r}", f"use one of {sorted(INSPECT_KINDS)}")
@@ -239,18 +238,15 @@ def attribute(
         timing.update(done.timing)
     else:
         for name in methods:
-            m = get_method(name, **cfg.attribution.options.get(name, {}))
-            t = time.perf_counter()
-            m.fit(inputs)
-            scores[name] = m.score(inputs)
-            check_scores_shape(name, scores[name], len(inputs.queries), len(inputs.corpus))
-            timing[f"{name}_s"] = time.perf_counter() - t
-            described.append(m.describe())
+            run = run_method(inputs, name)
+            scores[name] = run.scores
+            timing[f"{name}_s"] = run.seconds
+            described.append(run.method.describe())
     result = build_result(
         version=__version__,
         config=cfg.model_dump(mode="json"),
-        model_info={**inputs.cache["model_info"], "modules": inputs.cache.get("grad_modules", [])},
-        corpus=inputs.corpus, queries=inputs.queries, generated=inputs.cache["generated"],
+        model_info={**inputs.model_info.as_dict(), "modules": inputs.shared.grad_modules or []},
+        corpus=inputs.corpus, queries=inputs.queries, generated=inputs.generated,
         scores=scores, methods=described, k=cfg.attribution.top_k, timing=timing,
     )
     result.data["truncated_rows"] = len(inputs.rows.truncated)
@@ -264,7 +260,7 @@ def attribute(
     return result, _write_outputs(cfg, inputs, result, scores)
 
 
-def _write_outputs(cfg: RunConfig, inputs: AttributionInputs, result: AttributionResult,
+def _write_outputs(cfg: RunConfig, inputs: AttributionContext, result: AttributionResult,
                    scores: dict[str, np.ndarray]) -> dict[str, Path]:
     """results.json (with the data, model and store it came from), md, html, scores.npz and the
     comparison: all written before the previous result moves to `attribution/history/<time>/`."""
@@ -273,8 +269,7 @@ def _write_outputs(cfg: RunConfig, inputs: AttributionInputs, result: Attributio
 
     if not cfg.attribution.checkpoint and inputs.run_dir is not None:
         result.model["trained_on_data"] = trained_data_fingerprint(inputs.run_dir)
-    store = inputs.cache.get("feature_store")
-    result.data["store"] = store_provenance(store) if store is not None else None
+    result.data["store"] = store_provenance(inputs.store) if inputs.store is not None else None
 
     def write(staging: Path) -> dict[str, Path]:
         paths = write_result(result, staging)

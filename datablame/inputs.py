@@ -16,9 +16,8 @@ from datablame.data import build_corpus, make_planted
 from datablame.data.corpus import Corpus, Query
 from datablame.data.queries import resolve_queries
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext, ModelInfo
 from datablame.layout import RunLayout
-from datablame.methods import AttributionInputs
-from datablame.methods.grad_align import store_identity
 from datablame.models import load_model
 from datablame.models.loading import LoadedModel, save_model
 from datablame.models.queries import prepare_queries
@@ -130,7 +129,7 @@ def _check_run_model_data(cfg: RunConfig, run_dir: Path, corpus: Corpus, loaded:
 def prepare_inputs(
     cfg: RunConfig, *, corpus: Corpus | None = None, loaded: LoadedModel | None = None, queries: bool = True,
     use_store: bool = True,
-) -> tuple[AttributionInputs, dict[str, list[str]]]:
+) -> tuple[AttributionContext, dict[str, list[str]]]:
     """Everything a method needs for this run (model, encoded rows and queries, checkpoints),
     plus the ground truth when the corpus is synthetic."""
     run_dir = prepare_run_dir(cfg)
@@ -153,7 +152,7 @@ def prepare_inputs(
     )
     layout = RunLayout(run_dir)
     base = layout.base_model
-    inputs = AttributionInputs(
+    inputs = AttributionContext(
         model=loaded.model, tokenizer=loaded.tokenizer, corpus=corpus, rows=rows_enc,
         queries=prepared, query_rows=q_enc, attribution=cfg.attribution, model_cfg=cfg.model,
         work_dir=layout.attribution_dir,
@@ -161,9 +160,9 @@ def prepare_inputs(
         base_model=base if base.is_dir() else None,
         run_dir=run_dir,
         training=cfg.training,
+        model_info=ModelInfo(source=loaded.source, fingerprint=loaded.fingerprint),
+        generated=[q.completion is None for q in queries],
     )
-    inputs.cache["model_info"] = {"source": loaded.source, "fingerprint": loaded.fingerprint}
-    inputs.cache["generated"] = [q.completion is None for q in queries]
     if use_store:
         _attach_store(cfg, inputs, loaded.fingerprint)
     return inputs, truth
@@ -173,7 +172,7 @@ def store_dir(run_dir: Path) -> Path:
     return RunLayout(run_dir).store_dir
 
 
-def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: str) -> None:
+def _attach_store(cfg: RunConfig, inputs: AttributionContext, model_fingerprint: str) -> None:
     """Use the run's feature store (from `datablame index`) for training-row gradients."""
     path = store_dir(inputs.run_dir)
     from datablame.store.manifest import has_manifest, read_manifest
@@ -188,7 +187,7 @@ def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: 
                     "(rerun `datablame index` to finish it)", path)
         return
     try:
-        store = open_store(path, expect_identity=store_identity(inputs, model_fingerprint))
+        store = open_store(path, expect_identity=inputs.identity(model_fingerprint).store())
     except DatablameError as err:
         raise DatablameError(
             f"{err.problem} (the run's model, data or projection changed since `datablame index`)",
@@ -196,8 +195,8 @@ def _attach_store(cfg: RunConfig, inputs: AttributionInputs, model_fingerprint: 
         ) from None
     # every shard's sha256 is checked before any row is used (cached by file stamp in verified.json)
     store.verify(cached=True)
-    inputs.cache["feature_store"] = store
-    inputs.cache["store_row_losses"] = _load_row_losses(RunLayout(inputs.run_dir).store_row_losses_dir, len(store))
+    inputs.store = store
+    inputs.store_row_losses = _load_row_losses(RunLayout(inputs.run_dir).store_row_losses_dir, len(store))
 
 
 def _load_row_losses(losses_dir: Path, n: int) -> np.ndarray:

@@ -15,7 +15,7 @@ attribution folder, which is also the methods' `work_dir`: results, scores, comp
 
 Not named here: the inside of the feature store (`datablame.store.manifest`: its manifest,
 shards, norms and verification cache are the store's own format, written wherever a store
-is built) and of the text indices (`datablame.methods.text_index`); a run only says where
+is built) and of the text indices (`datablame.features.text_index`); a run only says where
 they are (`store_dir`, `text_index_dir`) and what `datablame index` puts beside the store.
 The files inside one Trainer checkpoint (`trainer_state.json`, `optimizer.pt`, ...) are
 Hugging Face's.

@@ -48,7 +48,7 @@ def toy_encoded():
 def planted_run(tmp_path_factory):
     """A trained small planted run, shared by the method tests: (cfg, make_inputs, truth).
 
-    `make_inputs()` returns fresh AttributionInputs (empty cache) for the trained model;
+    `make_inputs()` returns fresh AttributionContext (empty cache) for the trained model;
     `truth` maps query ids to the planted row ids. Checkpoints are kept (save_steps=3).
     """
     from pipeline_config import small_config

@@ -1,4 +1,4 @@
-"""AttributionInputs over a tiny random Llama and token-id rows, for curvature and influence
+"""AttributionContext over a tiny random Llama and token-id rows, for curvature and influence
 tests that do not need a trained run (imported by name: pytest puts tests/ on sys.path)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from datablame.config import AttributionConfig, ModelConfig, ModuleSelection, ProjectionConfig
 from datablame.data.corpus import Corpus, Query, Row
-from datablame.methods.base import AttributionInputs
+from datablame.features.context import AttributionContext, ModelInfo
 from datablame.models.tokenize import IGNORE, Encoded
 
 
@@ -31,16 +31,15 @@ def tiny_inputs(
     model: torch.nn.Module, rows: Encoded, queries: Encoded, *, k: int | None = None,
     pattern: str = r"mlp\.(gate_proj|up_proj|down_proj)$", work_dir: Path | None = None,
     fingerprint: str | None = "tiny-test-model", batch_size: int = 4,
-) -> AttributionInputs:
+) -> AttributionContext:
     corpus = Corpus([Row(f"r{i}", " ".join(map(str, x)), "") for i, x in enumerate(rows.input_ids)])
     attribution = AttributionConfig(
         modules=ModuleSelection(pattern=pattern), projection=ProjectionConfig(k_in=k, k_out=k), batch_size=batch_size,
     )
-    inputs = AttributionInputs(
+    return AttributionContext(
         model=model, tokenizer=SimpleNamespace(pad_token_id=0), corpus=corpus, rows=rows,
         queries=[Query("q", "c", f"q{i}") for i in range(len(queries))], query_rows=queries,
         attribution=attribution, model_cfg=ModelConfig(kind="tiny"), work_dir=work_dir,
+        model_info=ModelInfo(source="test", fingerprint=fingerprint),
     )
-    inputs.cache["model_info"] = {"source": "test", "fingerprint": fingerprint}
-    return inputs
 

@@ -25,9 +25,9 @@ def test_store_ranking_equals_direct(indexed_run):
     assert summary["rows"] == len(outcome.corpus) and summary["shards"] == -(-len(outcome.corpus) // 16)
     assert summary["faiss"]["recall_at_10"] == 1.0  # flat index is exact
     inputs, _ = api.prepare_inputs(cfg)
-    assert "feature_store" in inputs.cache
-    assert np.isfinite(inputs.cache["store_row_losses"]).all()
-    from datablame.methods import gradient_features
+    assert inputs.store is not None
+    assert np.isfinite(inputs.store_row_losses).all()
+    from datablame.features.gradients import gradient_features
     from datablame.store.rows import StoreRows
 
     assert isinstance(gradient_features(inputs).rows, StoreRows)  # streamed from the shards, never loaded whole

@@ -1,11 +1,13 @@
-"""No module under datablame/ imports from a layer above its own, and the CLI calls only `api`.
+"""No module under datablame/ imports from a layer above its own, the CLI calls only `api`, and
+methods/ holds only registered methods.
 
 The layers, bottom to top (a module may import its own layer and any layer below it):
 
     datablame/__init__ (version only)
     layout -> errors -> error_paths -> utils -> config -> metrics -> templates -> runs -> demo
     data -> models -> train -> grads -> curvature -> store -> features -> methods
-    inputs (corpus, trained model, AttributionInputs: what every stage below api shares)
+    (methods/ holds one file per registered method, named after it; shared code is features/)
+    inputs (corpus, trained model, AttributionContext: what every stage below api shares)
     retrieval -> report
     verify | bench | diff | evaluate   (siblings: none imports another)
     api                                 (the only door)
@@ -189,3 +191,67 @@ def test_a_sibling_import_and_an_unplaced_package_are_found(tmp_path):
     upward, unplaced = violations(root)
     assert len(upward) == 1 and "a sibling" in upward[0]
     assert unplaced == ["newpkg"]
+
+
+# methods/ holds methods only: each file registers exactly one method, named like the file
+# (`ekfac.py` registers `ekfac`); the protocol (base.py) and the package's registry imports are
+# the only other files. Shared machinery lives in datablame/features.
+METHODS_NON_METHOD_FILES = {"__init__.py", "base.py"}
+
+
+def _registered_names(path: Path) -> list[str]:
+    """The `name` of every `@register`-decorated class in a file."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ClassDef) and any(
+            (isinstance(d, ast.Name) and d.id == "register") or (isinstance(d, ast.Attribute) and d.attr == "register")
+            for d in node.decorator_list
+        ):
+            for stmt in node.body:
+                if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in stmt.targets)
+                        and isinstance(stmt.value, ast.Constant)):
+                    names.append(stmt.value.value)
+    return names
+
+
+def method_file_problems(root: Path = PACKAGE) -> list[str]:
+    """Files under methods/ that are not one registered method named like the file, and
+    registered methods outside methods/."""
+    problems = []
+    for path in sorted((root / "methods").glob("*.py")):
+        if path.name in METHODS_NON_METHOD_FILES:
+            continue
+        names = _registered_names(path)
+        if names != [path.stem]:
+            problems.append(f"methods/{path.name} registers {names or 'nothing'}; a file there registers exactly "
+                            f"the method it is named after (shared code belongs in datablame/features)")
+    for sub in sorted(p for p in (root / "methods").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        problems.append(f"methods/{sub.name}/ is a package; methods/ holds one file per method")
+    for path in sorted(root.rglob("*.py")):
+        if path.parent != root / "methods" and _registered_names(path):
+            problems.append(f"{path.relative_to(root)} registers {_registered_names(path)} outside methods/")
+    return problems
+
+
+def test_methods_holds_only_registered_methods():
+    from datablame.methods import REGISTRY
+
+    assert not method_file_problems()
+    files = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - {Path(f).stem for f in METHODS_NON_METHOD_FILES}
+    assert files == set(REGISTRY), "every registered method has its own file and every method file is registered"
+
+
+def test_a_helper_module_in_methods_is_found(tmp_path):
+    root = tmp_path / "datablame"
+    _write(root, "methods/base.py", "")
+    _write(root, "methods/bm25.py", "@register\nclass BM25(Method):\n    name = 'bm25'\n")
+    assert method_file_problems(root) == []
+    _write(root, "methods/text_index.py", "def bm25_index_for(ctx):\n    return None\n")
+    _write(root, "methods/grad_align.py", "@register\nclass A(Method):\n    name = 'grad_dot'\n"
+                                           "@register\nclass B(Method):\n    name = 'grad_cosine'\n")
+    _write(root, "features/odd.py", "@register\nclass C(Method):\n    name = 'odd'\n")
+    problems = method_file_problems(root)
+    assert len(problems) == 3, problems
+    assert any("text_index.py registers nothing" in p for p in problems)
+    assert any("grad_align.py registers ['grad_dot', 'grad_cosine']" in p for p in problems)
+    assert any("features/odd.py" in p and "outside methods/" in p for p in problems)

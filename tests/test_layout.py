@@ -87,7 +87,7 @@ def real_run(tmp_path_factory):
 
 
 def test_layout_matches_what_a_real_run_writes(real_run):
-    from datablame.methods.text_index import has_text_indices
+    from datablame.features.text_index import has_text_indices
     from datablame.store.manifest import has_manifest
 
     cfg, outcome, summary, inputs = real_run

@@ -9,7 +9,7 @@ tiny model or reuse the run directory's, encode rows and queries once
 (`inputs.prepare_inputs`), run the logit evaluation (which queries the model actually
 answers right), then each method (`get_method(name).fit` + `score`) and each peer
 adapter, one after another in this process, each timed and memory-sampled by
-`bench.measure` with an empty cache (a method pays for its own gradients; nothing is
+`bench.measure` with no shared features (a method pays for its own gradients; nothing is
 shared between methods), and the model's mode and `requires_grad` flags restored after
 it. Metrics per query on the learned queries (and, separately, on the ones the model gets
 wrong), averaged with percentile-bootstrap CIs over queries. A failing method or peer
@@ -46,9 +46,9 @@ from datablame.bench.measure import measure
 from datablame.bench.peers import load_adapters, restore_model_state, run_peer, save_model_state
 from datablame.config import HopsConfig, PlantedConfig, RunConfig, parse_config
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext, SharedFeatures
 from datablame.layout import BenchLayout, RunLayout
-from datablame.methods import REGISTRY, get_method
-from datablame.methods.base import check_scores_shape
+from datablame.methods import REGISTRY, get_method, run_method
 from datablame.metrics import (
     evaluate,
     precision_recall_curve,
@@ -210,32 +210,20 @@ def _finite(scores: np.ndarray) -> tuple[np.ndarray, int]:
     return (np.where(np.isnan(scores), -np.inf, scores) if bad else scores), bad
 
 
-def _run_method(name: str, inputs, base_cache: dict, options: dict) -> dict[str, Any]:
-    inputs.cache = dict(base_cache)  # no features shared between methods: each pays its own way
+def _run_method(name: str, inputs: AttributionContext, base: SharedFeatures, options: dict) -> dict[str, Any]:
+    inputs.shared = base.of_model()  # no features shared between methods: each pays its own way
     state = save_model_state(inputs.model)
     try:
         method = get_method(name, **options)
         info = method.describe()
-
-        def fit_and_score():
-            method.fit(inputs)
-            s = method.score(inputs)
-            check_scores_shape(name, s, len(inputs.queries), len(inputs.corpus))
-            return s
-
-        m = measure(fit_and_score, next(inputs.model.parameters()).device)
+        m = measure(lambda: run_method(inputs, method).scores, next(inputs.model.parameters()).device)
     except Exception as err:  # noqa: BLE001 - a failing method is reported, not fatal
         log.warning("method %s failed: %s", name, err)
         return {"kind": "ours", "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc(limit=8), "scores": None}
     finally:
         restore_model_state(inputs.model, state)
-    scores = np.asarray(m.value, dtype=np.float64)
-    expected = (len(inputs.queries), len(inputs.corpus))
-    if scores.shape != expected:
-        return {"kind": "ours", "describe": info, "error": f"scores have shape {scores.shape}, expected {expected}",
-                "scores": None}
-    return {"kind": "ours", "describe": info, "seconds": m.seconds, "peak_bytes": m.peak_bytes, "scores": scores,
+    return {"kind": "ours", "describe": info, "seconds": m.seconds, "peak_bytes": m.peak_bytes, "scores": m.value,
             "options": options}
 
 
@@ -327,10 +315,10 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
     wrong = [i for i, r in enumerate(logit["per_query"]) if not r["learned"]]
     log.info("logit evaluation: %d/%d queries learned (%.1f%%)", len(learned), len(queries), 100 * logit["accuracy"])
 
-    base_cache = dict(inputs.cache)
+    base_shared = inputs.shared.of_model()
     entries: dict[str, dict[str, Any]] = {}
     done_dir = layout.bench.done_dir
-    identity = {"model": inputs.cache.get("model_info", {}).get("fingerprint"), "data": corpus.fingerprint(),
+    identity = {"model": inputs.fingerprint, "data": corpus.fingerprint(),
                 "queries": [q.query_id for q in queries]}
     jobs = [(name, name, "ours") for name in methods] + [(f"{name} (peer)", name, "peer") for name in peers]
     for key, name, kind in jobs:
@@ -340,10 +328,10 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
             log.info("bench: %s reused from %s", key, done_dir)
         elif kind == "ours":
             log.info("bench: method %s", name)
-            entry = _run_method(name, inputs, base_cache, options)
+            entry = _run_method(name, inputs, base_shared, options)
         else:
             log.info("bench: peer %s", name)
-            inputs.cache = dict(base_cache)
+            inputs.shared = base_shared.of_model()
             pr = run_peer(name, inputs, options)
             entry = {"kind": "peer", "peer": name, "describe": pr.info, "seconds": pr.seconds,
                      "peak_bytes": pr.peak_bytes, "scores": pr.scores, "error": pr.error, "options": options}
@@ -354,7 +342,7 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
                      "?" if entry.get("peak_bytes") is None else f"{entry['peak_bytes'] / 2**20:.0f}")
             _save_done(done_dir, key, {**identity, "options": options}, entry)
         entries[key] = entry
-    inputs.cache = dict(base_cache)
+    inputs.shared = base_shared.of_model()
 
     groups = sorted({q.metadata.get("group", "all") for q in queries})
     variants = truth_variants(cfg, corpus, queries)
@@ -408,7 +396,7 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
                    "report": corpus.report, "queries": len(queries),
                    "true_rows_per_query": {"min": min(n_truth, default=0), "max": max(n_truth, default=0),
                                            "mean": float(np.mean(n_truth)) if n_truth else 0.0}},
-        "model": {**inputs.cache.get("model_info", {}), "params": sum(p.numel() for p in inputs.model.parameters()),
+        "model": {**inputs.model_info.as_dict(), "params": sum(p.numel() for p in inputs.model.parameters()),
                   "train_seconds": train_summary.get("seconds"), "train_reused": reused,
                   "final_train_loss": _final_loss(train_summary), "checkpoints": len(inputs.checkpoints)},
         "logit_eval": logit,

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from datablame.methods.base import AttributionInputs, Method, register
-from datablame.methods.hidden_states import (
+from datablame.features.context import AttributionContext
+from datablame.features.hidden_states import (
     attributed_layer_features,
     cosine_per_layer,
     decoder_layers,
     resolve_layers,
 )
-from datablame.methods.layer_aggregation import LayerAggregation, LayerOptions, save_info
+from datablame.features.layer_aggregation import LayerAggregation, save_info
+from datablame.methods.base import LayerOptions, Method, register, scores_of
 
 
 @register
@@ -47,14 +48,14 @@ class ActivationGradient(Method):
         self.aggregation = LayerAggregation(o.aggregate, o.top_k, o.layer_weights, o.reference, self.name)
         self.info: dict = {}
 
-    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
+    def per_layer(self, ctx: AttributionContext) -> np.ndarray:
         """[L, Q, R] cosine per selected layer."""
-        layers = resolve_layers(self.layers, len(decoder_layers(inputs.model)), self.name)
-        rows, queries = attributed_layer_features(inputs, layers, pooling=self.pooling, span=self.span, grads=True)
+        layers = resolve_layers(self.layers, len(decoder_layers(ctx.model)), self.name)
+        rows, queries = attributed_layer_features(ctx, layers, pooling=self.pooling, span=self.span, grads=True)
         return cosine_per_layer(queries.g, rows.g).numpy()
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        scores, info = self.aggregation.combine(self.per_layer(inputs), inputs)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        scores, info = self.aggregation.combine(self.per_layer(ctx), lambda ref: scores_of(ctx, ref, by=self.name))
         self.info = {**info, "pooling": self.pooling, "span": self.span}
-        save_info(inputs, self.name, self.info)
+        save_info(ctx, self.name, self.info)
         return scores

@@ -35,15 +35,16 @@ import torch
 from pydantic import Field, StrictBool
 
 from datablame.errors import DatablameError
-from datablame.layout import AttributionLayout
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.hidden_states import (
+from datablame.features.context import AttributionContext
+from datablame.features.hidden_states import (
     POOLINGS,
     SPANS,
     attributed_layer_features,
     decoder_layers,
     resolve_layers,
 )
+from datablame.layout import AttributionLayout
+from datablame.methods.base import Method, MethodOptions, register
 from datablame.utils.io import atomic_write_json
 
 log = logging.getLogger("datablame")
@@ -116,16 +117,16 @@ class ActivationSimilarity(Method):
         self.n_clusters, self.cluster_top, self.cluster_terms = o.clusters, o.cluster_top, o.cluster_terms
         self.clusters: list[dict] = []
 
-    def _layer(self, inputs: AttributionInputs) -> int:
-        layers = resolve_layers(self.layer, len(decoder_layers(inputs.model)), self.name)
+    def _layer(self, ctx: AttributionContext) -> int:
+        layers = resolve_layers(self.layer, len(decoder_layers(ctx.model)), self.name)
         if len(layers) != 1:
             raise DatablameError(f"{self.name}: layer={self.layer!r} names {len(layers)} layers", "give one layer")
         return layers[0]
 
-    def vectors(self, inputs: AttributionInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def vectors(self, ctx: AttributionContext) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled hidden states (rows [R, d], queries [Q, d]) as scored (centered if asked)."""
         rows, queries = attributed_layer_features(
-            inputs, [self._layer(inputs)], pooling=self.pooling, span=self.span, grads=False
+            ctx, [self._layer(ctx)], pooling=self.pooling, span=self.span, grads=False
         )
         r, q = rows.h[:, 0].double(), queries.h[:, 0].double()
         if self.center:
@@ -133,28 +134,28 @@ class ActivationSimilarity(Method):
             r, q = r - mu, q - mu
         return r, q
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        r, q = self.vectors(inputs)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        r, q = self.vectors(ctx)
         scores = (torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(r, dim=1).T).numpy()
         if self.n_clusters:
-            self.clusters = self.group(inputs, scores, r.numpy())
-            if inputs.work_dir is not None:
-                out = AttributionLayout(inputs.work_dir).cache_dir(self.name) / "clusters.json"
+            self.clusters = self.group(ctx, scores, r.numpy())
+            if ctx.work_dir is not None:
+                out = AttributionLayout(ctx.work_dir).cache_dir(self.name) / "clusters.json"
                 atomic_write_json(out, {
-                    "layer": self._layer(inputs), "pooling": self.pooling, "span": self.span,
+                    "layer": self._layer(ctx), "pooling": self.pooling, "span": self.span,
                     "center": self.center, "queries": self.clusters,
                 })
                 log.info("activation clusters written to %s", out)
         return scores
 
-    def group(self, inputs: AttributionInputs, scores: np.ndarray, row_vectors: np.ndarray) -> list[dict]:
+    def group(self, ctx: AttributionContext, scores: np.ndarray, row_vectors: np.ndarray) -> list[dict]:
         """Per query: KMeans groups of its top `cluster_top` candidates."""
         out = []
-        ids = inputs.corpus.row_ids
-        for qi, query in enumerate(inputs.queries):
+        ids = ctx.corpus.row_ids
+        for qi, query in enumerate(ctx.queries):
             top = np.argsort(-scores[qi], kind="stable")[: self.cluster_top]
             groups = cluster_candidates(
-                row_vectors[top], [inputs.corpus[i].text for i in top], scores[qi, top], [ids[i] for i in top],
+                row_vectors[top], [ctx.corpus[i].text for i in top], scores[qi, top], [ids[i] for i in top],
                 n_clusters=self.n_clusters, n_terms=self.cluster_terms,
             )
             out.append({"query_id": query.query_id, "prompt": query.prompt, "clusters": groups})

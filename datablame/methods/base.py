@@ -1,49 +1,29 @@
-"""The method protocol and registry."""
+"""The method protocol, the registry, and the one way to run a method (`run_method`).
+
+A method is one class in one file under `datablame/methods/`, named like the method
+(`ekfac.py` registers `ekfac`): `@register`, a `name`, `family`, `sign`, `unit`, `cost`, an
+`Options` model, and `score(ctx) -> [queries, rows]` (optionally `fit(ctx)`). Everything it
+shares with other methods comes from the `AttributionContext` (`datablame.features`).
+"""
 
 from __future__ import annotations
 
+import json
+import time
 import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from datablame.config import AttributionConfig, ModelConfig, TrainingConfig
-from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
-from datablame.models.tokenize import Encoded
-
-
-@dataclass
-class AttributionInputs:
-    """Everything a method may use. Rows and queries are already encoded with the training
-    template and loss mask, so every method sees exactly what the model was trained on."""
-
-    model: nn.Module
-    tokenizer: Any
-    corpus: Corpus
-    rows: Encoded
-    queries: list[Query]
-    query_rows: Encoded
-    attribution: AttributionConfig
-    model_cfg: ModelConfig
-    work_dir: Path | None = None  # where `fit` may save what it precomputes
-    # Trainer checkpoints of this run in step order (TracIn, TRAK ensembles, cross-checkpoint),
-    # and the model before fine-tuning when it was saved (tiny models: <run>/model/base).
-    checkpoints: list[Path] = field(default_factory=list)
-    base_model: Path | None = None
-    run_dir: Path | None = None
-    # the config the checkpoints were trained with: their learning-rate schedule is rebuilt
-    # from it (checkpoint_features.checkpoint_schedule), never from a pickle in the run dir
-    training: TrainingConfig | None = None
-    cache: dict[str, Any] = field(default_factory=dict)  # shared between methods of one run
-
+from datablame.features.context import AttributionContext
+from datablame.features.hidden_states import POOLINGS, SPANS
+from datablame.features.layer_aggregation import AGGREGATES
 
 FAMILIES = ("gradient", "influence", "representation", "lexical", "semantic", "judge", "counterfactual", "baseline")
 
@@ -69,11 +49,11 @@ class Method(ABC):
         """Validates `options` against `Options` (DatablameError naming method and option)."""
         self.options = method_options(type(self), options)
 
-    def fit(self, inputs: AttributionInputs) -> None:  # noqa: B027 - optional hook
+    def fit(self, ctx: AttributionContext) -> None:  # noqa: B027 - optional hook
         """Precompute what `score` needs (features, factors). Default: nothing."""
 
     @abstractmethod
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
+    def score(self, ctx: AttributionContext) -> np.ndarray:
         """Scores [n_queries, n_rows] (float64)."""
 
     def describe(self) -> dict[str, str]:
@@ -91,6 +71,74 @@ def check_scores_shape(name: str, scores: Any, n_queries: int, n_rows: int) -> N
             f"this is a bug in method {name!r}; run other methods meanwhile",
         )
 
+
+
+@dataclass
+class MethodRun:
+    """One method fitted and scored on a context: its scores [queries, rows] (float64, shape
+    checked) and the seconds fit + score took."""
+
+    method: Method
+    scores: np.ndarray
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+
+def run_method(
+    ctx: AttributionContext, method: str | Method, options: Mapping[str, Any] | None = None
+) -> MethodRun:
+    """Build `method` (a registered name with `options`; default `attribution.options.<name>`),
+    fit it, score every query against every row, check the shape, and time it. The one path
+    by which api, verify, lds, bench, the cascade and the peer adapters run a method."""
+    if isinstance(method, str):
+        method = get_method(method, ctx.attribution.options.get(method, {}) if options is None else options)
+    t = time.perf_counter()
+    method.fit(ctx)
+    raw = method.score(ctx)
+    check_scores_shape(method.name, raw, len(ctx.queries), len(ctx.corpus))
+    return MethodRun(method, np.asarray(raw, dtype=np.float64), time.perf_counter() - t)
+
+
+def scores_of(ctx: AttributionContext, name: str, options: Mapping[str, Any] | None = None, *, by: str) -> np.ndarray:
+    """Scores [Q, R] of method `name` inside a run where method `by` leans on them (the LLM
+    judge's candidates, the reference that learns layer weights); computed at most once per
+    run, method and options (kept in `ctx.shared.method_scores`)."""
+    if name == by:
+        raise DatablameError(f"{by} cannot use its own scores as a reference", f"name another method than {by}")
+    if name not in REGISTRY:
+        raise DatablameError(f"{by}: unknown method {name!r} to take scores from", f"choose one of {sorted(REGISTRY)}")
+    opts = dict(ctx.attribution.options.get(name, {}) if options is None else options)
+    key = (name, json.dumps(opts, sort_keys=True, default=str))
+    if key not in ctx.shared.method_scores:
+        ctx.shared.method_scores[key] = run_method(ctx, name, opts).scores
+    return ctx.shared.method_scores[key]
+
+
+class LayerOptions(MethodOptions):
+    """Options of the layer-wise methods: which layers, how to pool tokens, how to combine layers
+    (`datablame.features.layer_aggregation`)."""
+
+    layers: int | str | list[int] = Field("all", description="decoder layers: 'all', 'middle', an int (negative "
+                                          "from the end), a list, or '1,3' / '1-3'")
+    pooling: Literal[POOLINGS] = Field("mean", description="pool token vectors by their mean or the last token")
+    span: Literal[SPANS] = Field("answer", description="tokens pooled: the answer's or all")
+    aggregate: Literal[AGGREGATES] = Field("mean", description="combine layers: mean, mean of the top_k best, "
+                                           "or convex weights learned from `reference`")
+    top_k: int = Field(2, ge=1, description="layers averaged by aggregate: topk")
+    layer_weights: list[float] | None = Field(None, description="fixed convex layer weights (one per selected "
+                                              "layer, normalised to sum 1)")
+    reference: str = Field("grad_cosine", description="method whose scores teach aggregate: learned")
+
+    @model_validator(mode="after")
+    def _convex(self) -> LayerOptions:
+        w = self.layer_weights
+        if w is not None and (any(x < 0 for x in w) or sum(w) <= 0):
+            raise ValueError(f"layer_weights {w} are not convex weights: give one non-negative weight per "
+                             "selected layer (they are normalised to sum 1)")
+        return self
 
 REGISTRY: dict[str, type[Method]] = {}
 

@@ -2,7 +2,7 @@
 
 Query text = prompt + completion; row text = the row's prompt + completion (`Row.text`).
 Tokens: lower-cased words of >= 2 characters, English stop words removed, no stemming
-(see `datablame.methods.text_index`).
+(see `datablame.features.text_index`).
 
 Sign: higher = the row shares more, and rarer, words with the query (more responsible by
 this baseline's reckoning); it never looks at the model, so it cannot tell a row that
@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.text_index import bm25_index_for, query_texts
+from datablame.features.context import AttributionContext
+from datablame.features.text_index import bm25_index_for, query_texts
+from datablame.methods.base import Method, MethodOptions, register
 
 
 @register
@@ -37,9 +38,9 @@ class BM25(Method):
         super().__init__(**options)
         self.k1, self.b = self.options.k1, self.options.b
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        bm25_index_for(inputs, k1=self.k1, b=self.b)
+    def fit(self, ctx: AttributionContext) -> None:
+        bm25_index_for(ctx, k1=self.k1, b=self.b)
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        index = bm25_index_for(inputs, k1=self.k1, b=self.b)
-        return index.scores(query_texts(inputs.queries)).astype(np.float64)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        index = bm25_index_for(ctx, k1=self.k1, b=self.b)
+        return index.scores(query_texts(ctx.queries)).astype(np.float64)

@@ -46,10 +46,11 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, register
-from datablame.methods.cross_checkpoint import cached_pair_features
+from datablame.features.context import AttributionContext
+from datablame.features.cross_checkpoint import cached_pair_features
+from datablame.features.hidden_states import device_of, forward_layers, layer_hooks
+from datablame.methods.base import register
 from datablame.methods.delta_h import CrossCheckpointMethod, CrossCheckpointOptions
-from datablame.methods.hidden_states import device_of, forward_layers, layer_hooks
 from datablame.models.tokenize import IGNORE, pad_batch
 
 MODES = ("exact", "additive")
@@ -154,14 +155,14 @@ class CausalPatching(CrossCheckpointMethod):
         self.direction, self.top_p, self.mode, self.ig_steps, self.patch_batch = (
             o.direction, o.top_p, o.mode, o.ig_steps, o.patch_batch)
 
-    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
+    def per_layer(self, ctx: AttributionContext) -> np.ndarray:
         """[L, Q, R] margin gains."""
-        pair, layers = self.pair_and_layers(inputs)
+        pair, layers = self.pair_and_layers(ctx)
         rows, _ = cached_pair_features(
-            inputs, pair, layers, pooling=self.pooling, span=self.span, grads=True, ig_steps=self.ig_steps
+            ctx, pair, layers, pooling=self.pooling, span=self.span, grads=True, ig_steps=self.ig_steps
         )
-        pad = inputs.tokenizer.pad_token_id or 0
-        n_q, n_r = len(inputs.query_rows), len(inputs.rows)
+        pad = ctx.tokenizer.pad_token_id or 0
+        n_q, n_r = len(ctx.query_rows), len(ctx.rows)
         out = np.zeros((len(layers), n_q, n_r), dtype=np.float64)
         old_mode, new_mode = pair.old.training, pair.new.training
         pair.old.eval()
@@ -170,7 +171,7 @@ class CausalPatching(CrossCheckpointMethod):
             work = [(qi, j) for qi in range(n_q) for j in range(len(layers))]
             bar = tqdm(total=len(work), desc="causal patching (query x layer)", disable=len(work) < 8, leave=False)
             for qi in range(n_q):
-                ids, labels = inputs.query_rows.input_ids[qi], inputs.query_rows.labels[qi]
+                ids, labels = ctx.query_rows.input_ids[qi], ctx.query_rows.labels[qi]
                 forward = self.direction == "old_to_new"
                 run_model, source = (pair.old, pair.new) if forward else (pair.new, pair.old)
                 patcher = _QueryPatcher(run_model, ids, labels, pad)

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.grad_align import gradient_features
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import gradient_features
+from datablame.methods.base import Method, MethodOptions, register
 from datablame.store.rows import row_blocks
 
 
@@ -76,14 +77,14 @@ class DataInf(Method):
         super().__init__(**options)
         self.lambda_scale, self.query_chunk = self.options.lambda_scale, max(self.options.query_chunk, 1)
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        gradient_features(inputs)
+    def fit(self, ctx: AttributionContext) -> None:
+        gradient_features(ctx)
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
+    def score(self, ctx: AttributionContext) -> np.ndarray:
         """`datainf_block_scores` summed over modules, streamed over blocks of rows (a feature
         store's rows are never loaded whole): pass 1 sums ‖g_il‖² for λ_l, pass 2 accumulates
         each query's inverse-HVP Σ_i c_il (v_l·g_il) g_il, pass 3 dots it with every row."""
-        g = gradient_features(inputs)
+        g = gradient_features(ctx)
         n, q_feats = len(g.rows), g.queries.to(torch.float32)
         spans, start = [], 0
         for _, o, i in g.shapes:

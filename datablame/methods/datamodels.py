@@ -44,8 +44,9 @@ import numpy as np
 from pydantic import Field
 
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
 from datablame.layout import RunLayout
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
+from datablame.methods.base import Method, MethodOptions, register
 
 RIDGE_GRID = np.logspace(-2, 5, 15)
 
@@ -143,20 +144,24 @@ class DataModels(Method):
         o = self.options
         self.regression, self.alpha = o.regression, o.alpha
         self.holdout, self.min_subsets = list(o.holdout or []), o.min_subsets
+        self.subsets: int | None = None  # subset models the last `score` was fitted on
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        if inputs.run_dir is None:
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        if ctx.run_dir is None:
             raise DatablameError("datamodels need the run directory of an LDS sweep", "run `datablame lds` first")
-        qh = queries_hash([(q.query_id, q.prompt, q.completion or "") for q in inputs.queries])
-        masks, losses = load_sweep(inputs.run_dir, inputs.corpus.fingerprint(), len(inputs.corpus), qh, self.holdout)
+        qh = queries_hash([(q.query_id, q.prompt, q.completion or "") for q in ctx.queries])
+        masks, losses = load_sweep(ctx.run_dir, ctx.corpus.fingerprint(), len(ctx.corpus), qh, self.holdout)
         if len(masks) < self.min_subsets:
             raise DatablameError(
                 f"only {len(masks)} LDS subset models to fit datamodels on (need {self.min_subsets})",
                 "run `datablame lds` with more lds.num_subsets",
             )
         w = fit_datamodel(masks, losses, regression=self.regression, alpha=self.alpha)
-        inputs.cache["datamodels_subsets"] = len(masks)
+        self.subsets = len(masks)
         return w.astype(np.float64)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "regression": self.regression}
+        d = {**super().describe(), "regression": self.regression}
+        if self.subsets is not None:
+            d["subsets"] = self.subsets
+        return d

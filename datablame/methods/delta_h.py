@@ -23,10 +23,11 @@ from os import PathLike
 import numpy as np
 from pydantic import Field, field_validator
 
-from datablame.methods.base import AttributionInputs, Method, register
-from datablame.methods.cross_checkpoint import cached_pair_features, checkpoint_pair, n_layers_of
-from datablame.methods.hidden_states import cosine_per_layer, resolve_layers
-from datablame.methods.layer_aggregation import LayerAggregation, LayerOptions, save_info
+from datablame.features.context import AttributionContext
+from datablame.features.cross_checkpoint import cached_pair_features, checkpoint_pair, n_layers_of
+from datablame.features.hidden_states import cosine_per_layer, resolve_layers
+from datablame.features.layer_aggregation import LayerAggregation, save_info
+from datablame.methods.base import LayerOptions, Method, register, scores_of
 
 
 class CrossCheckpointOptions(LayerOptions):
@@ -56,28 +57,28 @@ class CrossCheckpointMethod(Method):
         self.aggregation = LayerAggregation(o.aggregate, o.top_k, o.layer_weights, o.reference, self.name)
         self.info: dict = {}
 
-    def pair_and_layers(self, inputs: AttributionInputs):
-        pair = checkpoint_pair(inputs, self.old, self.new, method=self.name)
+    def pair_and_layers(self, ctx: AttributionContext):
+        pair = checkpoint_pair(ctx, self.old, self.new, method=self.name)
         layers = resolve_layers(self.layers, n_layers_of(pair.new), self.name)
         return pair, layers
 
-    def combine(self, per_layer: np.ndarray, inputs: AttributionInputs, pair) -> np.ndarray:
-        scores, info = self.aggregation.combine(per_layer, inputs)
+    def combine(self, per_layer: np.ndarray, ctx: AttributionContext, pair) -> np.ndarray:
+        scores, info = self.aggregation.combine(per_layer, lambda ref: scores_of(ctx, ref, by=self.name))
         self.info = {**info, "old": pair.old_source, "new": pair.new_source, "pooling": self.pooling, "span": self.span}
         return scores
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        pair, _ = self.pair_and_layers(inputs)
-        scores = self.combine(self.per_layer(inputs), inputs, pair)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        pair, _ = self.pair_and_layers(ctx)
+        scores = self.combine(self.per_layer(ctx), ctx, pair)
         self.info.update(self.extra_info())
-        save_info(inputs, self.name, self.info)
+        save_info(ctx, self.name, self.info)
         return scores
 
     def extra_info(self) -> dict:
         return {}
 
     @abstractmethod
-    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
+    def per_layer(self, ctx: AttributionContext) -> np.ndarray:
         """Scores per selected layer [layers, queries, rows] (combined by `combine`)."""
 
 
@@ -87,7 +88,7 @@ class DeltaH(CrossCheckpointMethod):
     unit = "cosine similarity of hidden-state changes h_new - h_old (layer-aggregated), unitless in [-1, 1]"
     cost = "one forward per row with each of two checkpoints (no backward)"
 
-    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
-        pair, layers = self.pair_and_layers(inputs)
-        rows, queries = cached_pair_features(inputs, pair, layers, pooling=self.pooling, span=self.span, grads=False)
+    def per_layer(self, ctx: AttributionContext) -> np.ndarray:
+        pair, layers = self.pair_and_layers(ctx)
+        rows, queries = cached_pair_features(ctx, pair, layers, pooling=self.pooling, span=self.span, grads=False)
         return cosine_per_layer(queries.dh, rows.dh).numpy()

@@ -24,10 +24,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, register
-from datablame.methods.cross_checkpoint import cached_pair_features
+from datablame.features.context import AttributionContext
+from datablame.features.cross_checkpoint import cached_pair_features
+from datablame.features.hidden_states import cosine_per_layer
+from datablame.methods.base import register
 from datablame.methods.delta_h import CrossCheckpointMethod, CrossCheckpointOptions
-from datablame.methods.hidden_states import cosine_per_layer
 
 
 @register
@@ -43,10 +44,10 @@ class DeltaHGrad(CrossCheckpointMethod):
         super().__init__(**options)
         self.ig_steps = self.options.ig_steps
 
-    def per_layer(self, inputs: AttributionInputs) -> np.ndarray:
-        pair, layers = self.pair_and_layers(inputs)
+    def per_layer(self, ctx: AttributionContext) -> np.ndarray:
+        pair, layers = self.pair_and_layers(ctx)
         rows, queries = cached_pair_features(
-            inputs, pair, layers, pooling=self.pooling, span=self.span, grads=True, ig_steps=self.ig_steps
+            ctx, pair, layers, pooling=self.pooling, span=self.span, grads=True, ig_steps=self.ig_steps
         )
         return cosine_per_layer(queries.a, rows.a).numpy()
 

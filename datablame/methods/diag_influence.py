@@ -13,7 +13,7 @@ the row raises the query loss by about score / n_rows. Options as `ekfac` (dampi
 from __future__ import annotations
 
 from datablame.methods.base import register
-from datablame.methods.influence_common import ProjectedInfluence
+from datablame.methods.kfac import ProjectedInfluence
 
 
 @register

@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.text_index import embedding_index_for, query_texts
+from datablame.features.context import AttributionContext
+from datablame.features.text_index import embedding_index_for, query_texts
+from datablame.methods.base import Method, MethodOptions, register
 
 
 @register
@@ -34,13 +35,13 @@ class EmbeddingCosine(Method):
         super().__init__(**options)
         self.model, self.batch_size = self.options.model, self.options.batch_size
 
-    def _model(self, inputs: AttributionInputs) -> str:
-        return self.model or inputs.attribution.retrieval.embedding_model
+    def _model(self, ctx: AttributionContext) -> str:
+        return self.model or ctx.attribution.retrieval.embedding_model
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        embedding_index_for(inputs, model=self._model(inputs), batch_size=self.batch_size)
+    def fit(self, ctx: AttributionContext) -> None:
+        embedding_index_for(ctx, model=self._model(ctx), batch_size=self.batch_size)
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        index = embedding_index_for(inputs, model=self._model(inputs), batch_size=self.batch_size)
-        q = index.embed_queries(query_texts(inputs.queries), batch_size=self.batch_size)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        index = embedding_index_for(ctx, model=self._model(ctx), batch_size=self.batch_size)
+        q = index.embed_queries(query_texts(ctx.queries), batch_size=self.batch_size)
         return np.clip(index.scores(q).astype(np.float64), -1.0, 1.0)

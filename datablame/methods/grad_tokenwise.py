@@ -50,9 +50,10 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import GradFeatures, featurizer_for
 from datablame.grads import GradientFeaturizer
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.grad_align import GradFeatures, featurizer_for
+from datablame.methods.base import Method, MethodOptions, register
 from datablame.models.tokenize import IGNORE, Encoded, pad_batch
 
 REDUCES = ("max", "topk_mean", "mean")
@@ -183,26 +184,26 @@ class GradTokenwise(Method):
         super().__init__(**options)
         self.reduce, self.topk, self.positions = self.options.reduce, self.options.topk, self.options.positions
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        feat = featurizer_for(inputs)
-        pad = inputs.tokenizer.pad_token_id or 0
-        bs = inputs.attribution.batch_size
-        cached: GradFeatures | None = inputs.cache.get("grad_features")
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        feat = featurizer_for(ctx)
+        pad = ctx.tokenizer.pad_token_id or 0
+        bs = ctx.attribution.batch_size
+        cached: GradFeatures | None = ctx.shared.grads
         if cached is not None:
             queries, query_losses = cached.queries, cached.query_losses
         else:
-            queries, query_losses = feat.featurize(inputs.query_rows, bs, pad, desc=False)
+            queries, query_losses = feat.featurize(ctx.query_rows, bs, pad, desc=False)
         query_norms = queries.double().norm(dim=1)
-        n_rows = len(inputs.rows)
+        n_rows = len(ctx.rows)
         scores = torch.zeros(len(queries), n_rows, dtype=torch.float64)
         row_feats = None if cached is not None else torch.empty(n_rows, feat.dim, dtype=torch.float32)
         row_losses = torch.empty(n_rows, dtype=torch.float32)
-        for terms, feats, losses in token_terms(feat, inputs.rows, queries, batch_size=bs, pad_id=pad,
+        for terms, feats, losses in token_terms(feat, ctx.rows, queries, batch_size=bs, pad_id=pad,
                                                 positions=self.positions):
             scores[:, terms.rows] = reduce_cosines(terms, query_norms, self.reduce, self.topk)
             if row_feats is not None:
                 row_feats[terms.rows] = feats.cpu()
                 row_losses[terms.rows] = losses.cpu()
         if row_feats is not None:  # the summed features came for free: share them with grad_* methods
-            inputs.cache["grad_features"] = GradFeatures(row_feats, queries, row_losses, query_losses, feat.shapes)
+            ctx.shared.grads = GradFeatures(row_feats, queries, row_losses, query_losses, feat.shapes)
         return scores.numpy()

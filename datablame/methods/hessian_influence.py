@@ -45,9 +45,10 @@ from datablame.curvature.hessian import (
     solve_damped,
 )
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
 from datablame.grads.modules import is_conv1d
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
+from datablame.methods.base import Method, MethodOptions, register
 from datablame.models.tokenize import pad_batch, per_row_loss
 
 
@@ -114,8 +115,8 @@ class HessianInfluence(Method):
         self._pq: torch.Tensor | None = None
         self._rows: torch.Tensor | None = None
 
-    def _modules(self, inputs: AttributionInputs):
-        base = inputs.attribution.modules
+    def _modules(self, ctx: AttributionContext):
+        base = ctx.attribution.modules
         sel = ModuleSelection(
             pattern=self.pattern if self.pattern is not None else base.pattern,
             preset=base.preset,
@@ -123,7 +124,7 @@ class HessianInfluence(Method):
             lora_only=base.lora_only if self.pattern is None else False,
             bias=False,  # the exact Hessian is over the selected weights only
         )
-        modules = select_modules(inputs.model, sel)
+        modules = select_modules(ctx.model, sel)
         p = sum(m.weight.numel() for _, m in modules)
         if p > self.max_params:
             raise DatablameError(
@@ -135,21 +136,21 @@ class HessianInfluence(Method):
             )
         return modules, p
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        modules, p = self._modules(inputs)
-        model = inputs.model
-        pad = inputs.tokenizer.pad_token_id or 0
-        bs = self.batch_size or inputs.attribution.batch_size
+    def fit(self, ctx: AttributionContext) -> None:
+        modules, p = self._modules(ctx)
+        model = ctx.model
+        pad = ctx.tokenizer.pad_token_id or 0
+        bs = self.batch_size or ctx.attribution.batch_size
         # identity projection: the exact per-row weight gradients, flattened like the weights
         feat = GradientFeaturizer(model, modules, FactoredProjection(ProjectionConfig(k_in=None, k_out=None)), bias=False)
-        rows, _ = feat.featurize(inputs.rows, bs, pad, desc="hessian_influence: row gradients")
-        queries, _ = feat.featurize(inputs.query_rows, bs, pad, desc=False)
+        rows, _ = feat.featurize(ctx.rows, bs, pad, desc="hessian_influence: row gradients")
+        queries, _ = feat.featurize(ctx.query_rows, bs, pad, desc=False)
         if any(is_conv1d(m) for _, m in modules):  # features are out x in; Conv1D weights in x out
             rows, queries = (_weight_layout(x, feat.shapes, modules) for x in (rows, queries))
         params = [m.weight for _, m in modules]
-        n = len(inputs.rows)
+        n = len(ctx.rows)
         batches = [
-            {k: v.to(params[0].device) for k, v in pad_batch(inputs.rows.input_ids[s : s + bs], inputs.rows.labels[s : s + bs], pad).items()}
+            {k: v.to(params[0].device) for k, v in pad_batch(ctx.rows.input_ids[s : s + bs], ctx.rows.labels[s : s + bs], pad).items()}
             for s in range(0, n, bs)
         ]
 
@@ -174,9 +175,9 @@ class HessianInfluence(Method):
         self.info = {"solver": solver, "params": p, "modules": [n for n, _ in modules], **info.as_dict()}
         self._pq, self._rows = x, rows
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
+    def score(self, ctx: AttributionContext) -> np.ndarray:
         if self._pq is None:
-            self.fit(inputs)
+            self.fit(ctx)
         return (self._pq @ self._rows.double().T).numpy()
 
     def describe(self) -> dict[str, str]:

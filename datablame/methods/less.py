@@ -44,12 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
-from datablame.grads import FactoredProjection, select_modules
-from datablame.grads.featurizer import as_tokens
-from datablame.grads.modules import is_conv1d, linear_dims
-from datablame.layout import AttributionLayout
-from datablame.methods.base import AttributionInputs, Method, register
-from datablame.methods.checkpoint_features import (
+from datablame.features.checkpoints import (
     CheckpointInfo,
     checkpoint_features,
     feature_key,
@@ -57,6 +52,12 @@ from datablame.methods.checkpoint_features import (
     load_checkpoint_model,
     select_checkpoints,
 )
+from datablame.features.context import AttributionContext
+from datablame.grads import FactoredProjection, select_modules
+from datablame.grads.featurizer import as_tokens
+from datablame.grads.modules import is_conv1d, linear_dims
+from datablame.layout import AttributionLayout
+from datablame.methods.base import Method, register
 from datablame.methods.tracin import CheckpointOptions, checkpoint_weight
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 from datablame.utils.io import atomic_save_npz
@@ -155,8 +156,8 @@ def module_io_grads(
     acts, outs = {}, {}
 
     def make_hook(name: str):
-        def hook(_mod, inputs, output):
-            acts[name] = as_tokens(inputs[0].detach().float(), batch["attention_mask"], name)
+        def hook(_mod, ctx, output):
+            acts[name] = as_tokens(ctx[0].detach().float(), batch["attention_mask"], name)
             if not output.requires_grad:
                 output.requires_grad_(True)
             outs[name] = output
@@ -237,32 +238,32 @@ def adam_features(
     return out
 
 
-def adam_row_features(inputs: AttributionInputs, info: CheckpointInfo, *, disk: bool = True) -> torch.Tensor:
+def adam_row_features(ctx: AttributionContext, info: CheckpointInfo, *, disk: bool = True) -> torch.Tensor:
     """Projected Adam-normalised row gradients at one checkpoint (cached in memory and on disk)."""
-    mem = inputs.cache.setdefault("less_features", {})
+    mem = ctx.shared.adam_grads_by_checkpoint
     if str(info.path) in mem:
         return mem[str(info.path)]
-    model = load_checkpoint_model(inputs, info.path)
-    feat = featurizer_at(inputs, model)  # checks that the modules match the attributed model
-    key = feature_key(inputs, model._datablame_fingerprint)  # noqa: SLF001
+    model = load_checkpoint_model(ctx, info.path)
+    feat = featurizer_at(ctx, model)  # checks that the modules match the attributed model
+    key = feature_key(ctx, model._datablame_fingerprint)  # noqa: SLF001
     path = None
-    if disk and inputs.work_dir is not None:
+    if disk and ctx.work_dir is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", info.path.name)
-        path = AttributionLayout(inputs.work_dir).cache_dir("less_features") / f"{safe}.{key}.npz"
+        path = AttributionLayout(ctx.work_dir).cache_dir("less_features") / f"{safe}.{key}.npz"
     cached = load_npz_cache(path, ("rows",)) if path is not None and path.is_file() else None
     if cached is not None:
         rows = torch.from_numpy(cached["rows"])
     else:
-        modules = select_modules(model, inputs.attribution.modules)
+        modules = select_modules(model, ctx.attribution.modules)
         moments, hyper = adam_state(model, info.path, [f"{n}.weight" for n, _ in modules])
         rows = adam_features(
-            model, modules, feat.projection, moments, hyper, inputs.rows,
-            batch_size=inputs.attribution.batch_size, pad_id=inputs.tokenizer.pad_token_id or 0,
+            model, modules, feat.projection, moments, hyper, ctx.rows,
+            batch_size=ctx.attribution.batch_size, pad_id=ctx.tokenizer.pad_token_id or 0,
             desc=f"Adam-normalised row gradients @ {info.path.name}",
         )
         if path is not None:
             atomic_save_npz(path, {"rows": rows.numpy()})
-    checkpoint_features(inputs, info, model=model)  # the queries' SGD gradients, same model load
+    checkpoint_features(ctx, info, model=model)  # the queries' SGD gradients, same model load
     del model
     mem[str(info.path)] = rows
     return rows
@@ -281,14 +282,14 @@ class Less(Method):
         super().__init__(**options)
         self.checkpoints, self.weighting = self.options.checkpoints, self.options.weighting
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        for info in select_checkpoints(inputs, self.checkpoints):
-            adam_row_features(inputs, info)
+    def fit(self, ctx: AttributionContext) -> None:
+        for info in select_checkpoints(ctx, self.checkpoints):
+            adam_row_features(ctx, info)
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        total = torch.zeros(len(inputs.query_rows), len(inputs.rows), dtype=torch.float64)
-        for info in select_checkpoints(inputs, self.checkpoints):
-            rows = torch.nn.functional.normalize(adam_row_features(inputs, info).double(), dim=1)
-            queries = torch.nn.functional.normalize(checkpoint_features(inputs, info).queries.double(), dim=1)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        total = torch.zeros(len(ctx.query_rows), len(ctx.rows), dtype=torch.float64)
+        for info in select_checkpoints(ctx, self.checkpoints):
+            rows = torch.nn.functional.normalize(adam_row_features(ctx, info).double(), dim=1)
+            queries = torch.nn.functional.normalize(checkpoint_features(ctx, info).queries.double(), dim=1)
             total += checkpoint_weight(info, self.weighting) * (queries @ rows.T)
         return total.numpy()

@@ -41,9 +41,9 @@ import numpy as np
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from datablame.features.context import AttributionContext
 from datablame.layout import AttributionLayout
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.method_scores import scores_of
+from datablame.methods.base import Method, MethodOptions, register, scores_of
 from datablame.models.judge_backends import BACKENDS, JudgeBackend, make_backend
 from datablame.utils.io import atomic_write_json
 
@@ -204,33 +204,33 @@ class LLMJudge(Method):
         self.backend: JudgeBackend = make_backend(o.backend, o.model, **self.backend_options)
         self.info: dict[str, Any] = {}
 
-    def _candidates(self, inputs: AttributionInputs) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, ctx: AttributionContext) -> tuple[np.ndarray, np.ndarray]:
         """Per query, candidate row indices [Q, N] in the candidate method's order, and that
         method's scores."""
-        n_rows = len(inputs.corpus)
+        n_rows = len(ctx.corpus)
         if self.candidates == "all":
-            ref = np.zeros((len(inputs.queries), n_rows))
-            return np.tile(np.arange(n_rows), (len(inputs.queries), 1)), ref
-        ref = scores_of(inputs, self.candidates_from, by=self.name)
+            ref = np.zeros((len(ctx.queries), n_rows))
+            return np.tile(np.arange(n_rows), (len(ctx.queries), 1)), ref
+        ref = scores_of(ctx, self.candidates_from, by=self.name)
         n = min(int(self.candidates), n_rows)
         return np.argsort(-ref, axis=1, kind="stable")[:, :n], ref
 
-    def _cache(self, inputs: AttributionInputs) -> JudgmentCache:
+    def _cache(self, ctx: AttributionContext) -> JudgmentCache:
         if self.cache_path:
             return JudgmentCache(self.cache_path)
-        if inputs.work_dir is not None:
-            return JudgmentCache(AttributionLayout(inputs.work_dir).cache_dir(self.name) / "cache.sqlite")
+        if ctx.work_dir is not None:
+            return JudgmentCache(AttributionLayout(ctx.work_dir).cache_dir(self.name) / "cache.sqlite")
         return JudgmentCache(None)
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        cand, _ = self._candidates(inputs)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        cand, _ = self._candidates(ctx)
         n_q, n_c = cand.shape
         prompts, where = [], []
-        for qi, query in enumerate(inputs.queries):
+        for qi, query in enumerate(ctx.queries):
             for rank, ri in enumerate(cand[qi]):
-                prompts.append(judge_prompt(query.prompt, query.completion or "", inputs.corpus[int(ri)].text, self.max_chars))
+                prompts.append(judge_prompt(query.prompt, query.completion or "", ctx.corpus[int(ri)].text, self.max_chars))
                 where.append((qi, int(ri), rank))
-        cache = self._cache(inputs)
+        cache = self._cache(ctx)
         try:
             answers, judged, stats = judge_pairs(
                 self.backend, cache, prompts, max_new_tokens=self.max_new_tokens,
@@ -238,12 +238,12 @@ class LLMJudge(Method):
             )
         finally:
             cache.close()
-        scores = np.full((n_q, len(inputs.corpus)), NOT_JUDGED_SCORE, dtype=np.float64)
+        scores = np.full((n_q, len(ctx.corpus)), NOT_JUDGED_SCORE, dtype=np.float64)
         per_query: list[list[dict]] = [[] for _ in range(n_q)]
         for (qi, ri, rank), answer, value in zip(where, answers, judged, strict=True):
             tie = TIE_BREAK * (n_c - rank) / n_c
             scores[qi, ri] = (JUNK_SCORE if value is None else value) + tie
-            per_query[qi].append({"row_id": inputs.corpus[ri].row_id, "candidate_rank": rank, "answer": answer,
+            per_query[qi].append({"row_id": ctx.corpus[ri].row_id, "candidate_rank": rank, "answer": answer,
                                   "score": value})
         self.info = {
             "backend": self.backend.name, "model": self.backend.model, "candidates": self.candidates,
@@ -251,9 +251,9 @@ class LLMJudge(Method):
         }
         if stats["junk"]:
             log.warning("llm_judge: %d of %d answers had no 0-10 score (junk); see the report", stats["junk"], stats["prompts"])
-        if inputs.work_dir is not None:
-            atomic_write_json(AttributionLayout(inputs.work_dir).cache_dir(self.name) / "report.json", {
+        if ctx.work_dir is not None:
+            atomic_write_json(AttributionLayout(ctx.work_dir).cache_dir(self.name) / "report.json", {
                 **self.info, "cache": cache.path,
-                "queries": [{"query_id": q.query_id, "judged": per_query[qi]} for qi, q in enumerate(inputs.queries)],
+                "queries": [{"query_id": q.query_id, "judged": per_query[qi]} for qi, q in enumerate(ctx.queries)],
             })
         return scores

@@ -27,12 +27,9 @@ import numpy as np
 import torch
 from pydantic import Field, StrictInt
 
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.checkpoint_features import (
-    CheckpointInfo,
-    checkpoint_features,
-    select_checkpoints,
-)
+from datablame.features.checkpoints import CheckpointInfo, checkpoint_features, select_checkpoints
+from datablame.features.context import AttributionContext
+from datablame.methods.base import Method, MethodOptions, register
 from datablame.store.rows import dot_scores
 
 WEIGHTINGS = ("lr", "lr_x_steps", "uniform")
@@ -71,14 +68,14 @@ class TracIn(Method):
         self.checkpoints = self.options.checkpoints
         self.weighting = self.options.weighting
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        for info in select_checkpoints(inputs, self.checkpoints):
-            checkpoint_features(inputs, info)
+    def fit(self, ctx: AttributionContext) -> None:
+        for info in select_checkpoints(ctx, self.checkpoints):
+            checkpoint_features(ctx, info)
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        infos = select_checkpoints(inputs, self.checkpoints)
-        total = torch.zeros(len(inputs.query_rows), len(inputs.rows), dtype=torch.float64)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        infos = select_checkpoints(ctx, self.checkpoints)
+        total = torch.zeros(len(ctx.query_rows), len(ctx.rows), dtype=torch.float64)
         for info in infos:
-            g = checkpoint_features(inputs, info)
+            g = checkpoint_features(ctx, info)
             total += checkpoint_weight(info, self.weighting) * torch.from_numpy(dot_scores(g.queries, g.rows))
         return total.numpy()

@@ -46,14 +46,15 @@ import torch
 from pydantic import Field
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
-from datablame.methods.checkpoint_features import (
+from datablame.features.checkpoints import (
     checkpoint_features,
     features_of_model,
     load_checkpoint_model,
     select_checkpoints,
 )
-from datablame.methods.grad_align import GradFeatures, gradient_features
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import GradFeatures, gradient_features
+from datablame.methods.base import Method, MethodOptions, register
 from datablame.methods.tracin import Checkpoints
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 from datablame.store.rows import StoreRows, row_blocks
@@ -142,35 +143,35 @@ class Trak(Method):
         self.checkpoints, self.models = o.checkpoints, list(o.models) if o.models else None
         self.output, self.damping, self.proj_dim, self.seed = o.output, o.damping, o.proj_dim, o.seed
 
-    def _members(self, inputs: AttributionInputs) -> list[tuple[str, object]]:
+    def _members(self, ctx: AttributionContext) -> list[tuple[str, object]]:
         """(label, what to featurize) per ensemble member."""
         if self.models:
             missing = [m for m in self.models if not Path(m).is_dir()]
             if missing:
                 raise DatablameError(f"trak models {missing} do not exist", "fix attribution.options.trak.models")
             return [(Path(m).name or m, Path(m)) for m in self.models]
-        if not inputs.checkpoints and self.checkpoints in ("all", "last"):
+        if not ctx.checkpoints and self.checkpoints in ("all", "last"):
             log.info("trak: the run kept no checkpoints; using the attributed model alone")
             return [("final", None)]
-        return [(i.path.name, i) for i in select_checkpoints(inputs, self.checkpoints)]
+        return [(i.path.name, i) for i in select_checkpoints(ctx, self.checkpoints)]
 
-    def _features(self, inputs: AttributionInputs, member: object, label: str) -> GradFeatures:
+    def _features(self, ctx: AttributionContext, member: object, label: str) -> GradFeatures:
         if member is None:
-            return gradient_features(inputs)
+            return gradient_features(ctx)
         if isinstance(member, Path):
-            key = f"trak_model:{member}"
-            if key not in inputs.cache:
-                model = load_checkpoint_model(inputs, member)
-                inputs.cache[key] = features_of_model(inputs, model, label=f"model-{label}")
+            key = str(member)
+            if key not in ctx.shared.grads_by_model:
+                model = load_checkpoint_model(ctx, member)
+                ctx.shared.grads_by_model[key] = features_of_model(ctx, model, label=f"model-{label}")
                 del model
-            return inputs.cache[key]
-        return checkpoint_features(inputs, member)
+            return ctx.shared.grads_by_model[key]
+        return checkpoint_features(ctx, member)
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        for label, member in self._members(inputs):
-            self._features(inputs, member, label)
+    def fit(self, ctx: AttributionContext) -> None:
+        for label, member in self._members(ctx):
+            self._features(ctx, member, label)
 
-    def _phi(self, g: GradFeatures, inputs: AttributionInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _phi(self, g: GradFeatures, ctx: AttributionContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Φ rows, φ queries, Q rows) of one model."""
         queries = g.queries.double()
         if self.proj_dim is not None and self.proj_dim < queries.shape[1]:  # row by row: blocks of a store
@@ -182,18 +183,18 @@ class Trak(Method):
             return -rows, -queries, torch.ones(len(rows), dtype=torch.float64)
         row_losses = g.row_losses
         if torch.isnan(row_losses).any():  # rows read from a feature store without losses
-            row_losses = forward_losses(inputs.model, inputs.rows, inputs.attribution.batch_size,
-                                        inputs.tokenizer.pad_token_id or 0)
+            row_losses = forward_losses(ctx.model, ctx.rows, ctx.attribution.batch_size,
+                                        ctx.tokenizer.pad_token_id or 0)
         q_rows = (-torch.expm1(-row_losses.double())).clamp_min(1e-6)  # 1 - p̄
         q_queries = (-torch.expm1(-g.query_losses.double())).clamp_min(1e-6)
         return -rows / q_rows[:, None], -queries / q_queries[:, None], q_rows
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
-        members = self._members(inputs)
-        total = torch.zeros(len(inputs.query_rows), len(inputs.rows), dtype=torch.float64)
-        q_sum = torch.zeros(len(inputs.rows), dtype=torch.float64)
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        members = self._members(ctx)
+        total = torch.zeros(len(ctx.query_rows), len(ctx.rows), dtype=torch.float64)
+        q_sum = torch.zeros(len(ctx.rows), dtype=torch.float64)
         for label, member in members:
-            phi_rows, phi_queries, q_rows = self._phi(self._features(inputs, member, label), inputs)
+            phi_rows, phi_queries, q_rows = self._phi(self._features(ctx, member, label), ctx)
             total += kernel_scores(phi_rows, phi_queries, self.damping)
             q_sum += q_rows
         m = len(members)

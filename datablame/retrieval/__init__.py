@@ -1,6 +1,6 @@
 """The retrieval cascade: metadata filter -> embedding search -> BM25 -> gradient re-rank."""
 
-from datablame.methods.text_index import (
+from datablame.features.text_index import (
     BM25Index,
     EmbeddingIndex,
     TextIndices,

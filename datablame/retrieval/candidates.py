@@ -45,14 +45,15 @@ import torch
 
 from datablame.config import AttributionConfig
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs, Method, check_scores_shape, get_method
-from datablame.methods.grad_align import GradFeatures, featurizer_for
-from datablame.methods.text_index import (
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import GradFeatures, featurizer_for
+from datablame.features.text_index import (
     TextIndices,
     build_text_indices,
     saved_manifest,
     text_index_dir,
 )
+from datablame.methods.base import Method, run_method
 from datablame.models.tokenize import Encoded
 from datablame.retrieval.cascade import CascadeResult, run_cascade
 from datablame.retrieval.rerank import GradientReranker, _store_rows
@@ -64,8 +65,6 @@ ROW_SEPARABLE_METHODS = frozenset({"grad_dot", "tracin"})
 CORPUS_WIDE_METHODS = frozenset({"trak", "less", "datainf", "ekfac", "kfac", "diag_influence",
                                  "hessian_influence", "kronfluence"})
 GRADIENT_METHODS = frozenset({RERANK_METHOD}) | ROW_SEPARABLE_METHODS | CORPUS_WIDE_METHODS
-# cache entries a candidate-only view of the inputs may share with the full inputs
-_SHARED_CACHE = ("model_info", "generated", "grad_featurizer", "grad_modules", "checkpoint_schedule")
 
 
 def cascade_final_k(attribution: AttributionConfig) -> int:
@@ -99,7 +98,7 @@ def check_cascade_request(attribution: AttributionConfig, methods: list[str]) ->
 
 
 def run_text_indices(
-    inputs: AttributionInputs, *, bm25: bool = True, embedding: bool = True, progress: bool = True,
+    inputs: AttributionContext, *, bm25: bool = True, embedding: bool = True, progress: bool = True,
 ) -> tuple[TextIndices | None, dict[str, Any]]:
     """The run's BM25 / MiniLM indices under `<run>/index/text`: reused when built for this
     corpus (fingerprint) and embedding model, else built and saved. Returns (indices, info)."""
@@ -143,31 +142,33 @@ def candidate_mask(cascade: CascadeResult) -> np.ndarray:
     return mask
 
 
-def _candidate_inputs(inputs: AttributionInputs, rows: np.ndarray) -> AttributionInputs:
+def _candidate_inputs(inputs: AttributionContext, rows: np.ndarray) -> AttributionContext:
     """The same run restricted to `rows` (sorted corpus indices): what a row-separable method
-    needs to score those rows only. Features come from the full run's cache or its feature
-    store when available; no disk caches (work_dir None), so nothing of the full run is touched."""
+    needs to score those rows only. Features come from the full run's shared features or its
+    feature store when available; no disk caches (work_dir None), so nothing of the full run is
+    touched, and no store (its rows are the full corpus')."""
     enc = inputs.rows
     sub = dataclasses.replace(
         inputs,
         corpus=inputs.corpus.subset(rows.tolist(), name=f"{inputs.corpus.name}[cascade candidates]"),
         rows=Encoded([enc.input_ids[i] for i in rows], [enc.labels[i] for i in rows]),
         work_dir=None,
-        cache={k: inputs.cache[k] for k in _SHARED_CACHE if k in inputs.cache},
+        store=None,
+        store_row_losses=None,
+        shared=inputs.shared.of_model(),
     )
-    full = inputs.cache.get("grad_features")
-    store = inputs.cache.get("feature_store")
+    full, store = inputs.shared.grads, inputs.store
     idx = torch.as_tensor(rows)
     if full is not None:
-        sub.cache["grad_features"] = GradFeatures(full.rows[idx], full.queries, full.row_losses[idx],
+        sub.shared.grads = GradFeatures(full.rows[idx], full.queries, full.row_losses[idx],
                                                   full.query_losses, full.shapes)
     elif store is not None:  # candidate rows are read, not featurized; queries are featurized
         feat = featurizer_for(inputs)
         q, q_loss = feat.featurize(inputs.query_rows, inputs.attribution.batch_size,
                                    inputs.tokenizer.pad_token_id or 0, desc=False)
-        losses = inputs.cache.get("store_row_losses")
+        losses = inputs.store_row_losses
         row_losses = np.full(len(rows), np.nan, np.float32) if losses is None else losses[rows]
-        sub.cache["grad_features"] = GradFeatures(torch.from_numpy(_store_rows(store, rows).astype(np.float32)), q,
+        sub.shared.grads = GradFeatures(torch.from_numpy(_store_rows(store, rows).astype(np.float32)), q,
                                                   torch.as_tensor(row_losses, dtype=torch.float32), q_loss, feat.shapes)
     return sub
 
@@ -176,45 +177,39 @@ def _restricted(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.asarray(scores, dtype=np.float64), -np.inf)
 
 
-def _score_method(inputs: AttributionInputs, method: Method, cascade: CascadeResult, mask: np.ndarray) -> tuple[np.ndarray, str]:
+def _score_method(inputs: AttributionContext, method: Method, cascade: CascadeResult, mask: np.ndarray) -> tuple[np.ndarray, str]:
     if method.name == RERANK_METHOD:
         return cascade.score_matrix(fill=-np.inf), "re-rank stage: candidates only"
     if method.name in ROW_SEPARABLE_METHODS:
         union = np.flatnonzero(mask.any(axis=0))
-        sub = _candidate_inputs(inputs, union)
-        method.fit(sub)
-        part = np.asarray(method.score(sub), dtype=np.float64)
-        check_scores_shape(method.name, part, len(sub.queries), len(sub.corpus))
+        part = run_method(_candidate_inputs(inputs, union), method).scores
         out = np.full(mask.shape, -np.inf)
         out[:, union] = part
         return np.where(mask, out, -np.inf), f"candidates only ({len(union)} rows, union over queries)"
     log.info("%s fits its curvature/kernel on every row: it is scored over all %d rows, then restricted "
              "to the cascade's candidates", method.name, mask.shape[1])
-    method.fit(inputs)
-    scores = method.score(inputs)
-    check_scores_shape(method.name, scores, len(inputs.queries), len(inputs.corpus))
-    return _restricted(scores, mask), "all rows, restricted to the candidates"
+    return _restricted(run_method(inputs, method).scores, mask), "all rows, restricted to the candidates"
 
 
-def _reference(inputs: AttributionInputs, evaluate: bool | None) -> tuple[np.ndarray | None, str | None, float | None, Any]:
+def _reference(inputs: AttributionContext, evaluate: bool | None) -> tuple[np.ndarray | None, str | None, float | None, Any]:
     """Exhaustive gradient cosine [Q, n_rows] for the recall report (or None and why not), its
     seconds, and the full gradient features it computed (for later exhaustive methods)."""
-    store = inputs.cache.get("feature_store")
     if evaluate is False:
         return None, "recall not evaluated (evaluate=False)", None, None
-    if evaluate is None and store is None and "grad_features" not in inputs.cache:
+    if evaluate is None and inputs.store is None and inputs.shared.grads is None:
         return None, ("recall needs the exhaustive gradient ranking of every row: run `datablame index` first "
                       "(rows are then read from the feature store)"), None, None
-    # a separate cache, so the timed re-rank does not find the full features
-    keep = (*_SHARED_CACHE, "feature_store", "store_row_losses", "grad_features")
-    ref_inputs = dataclasses.replace(inputs, cache={k: v for k, v in inputs.cache.items() if k in keep})
+    # separate shared features, so the timed re-rank does not find the full features
+    shared = inputs.shared.of_model()
+    shared.grads = inputs.shared.grads
+    ref_inputs = dataclasses.replace(inputs, shared=shared)
     t0 = time.perf_counter()
-    ref = get_method(RERANK_METHOD).score(ref_inputs)
-    return ref, None, time.perf_counter() - t0, ref_inputs.cache.get("grad_features")
+    ref = run_method(ref_inputs, RERANK_METHOD, {}).scores
+    return ref, None, time.perf_counter() - t0, ref_inputs.shared.grads
 
 
 def attribute_with_cascade(
-    inputs: AttributionInputs, methods: list[Method], *, indices: TextIndices | None = None,
+    inputs: AttributionContext, methods: list[Method], *, indices: TextIndices | None = None,
     index_info: dict[str, Any] | None = None, evaluate: bool | None = None, progress: bool = True,
 ) -> CascadeAttribution:
     """Run the cascade for every query and score `methods` over its candidates (see the module
@@ -234,7 +229,8 @@ def attribute_with_cascade(
     cascade = run_cascade(inputs.corpus, inputs.queries, r, indices, GradientReranker(inputs, batch_size=r.rerank_batch_size),
                           final_k=cascade_final_k(inputs.attribution), reference_scores=reference, progress=progress)
     if full_features is not None:  # already paid for: exhaustive and row-separable methods reuse them
-        inputs.cache.setdefault("grad_features", full_features)
+        if inputs.shared.grads is None:
+            inputs.shared.grads = full_features
     timing["cascade_s"] = cascade.seconds
     mask = candidate_mask(cascade)
     scores, described, how = {}, [], {}

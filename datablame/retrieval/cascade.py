@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 from datablame.config import RetrievalConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs
-from datablame.methods.text_index import (
+from datablame.features.context import AttributionContext
+from datablame.features.text_index import (
     TextIndices,
     build_text_indices,
     has_text_indices,
@@ -309,7 +309,7 @@ def _evaluate(result: CascadeResult, rerank: Reranker | None, reference: np.ndar
 
 
 def run_cascade_for_inputs(
-    inputs: AttributionInputs,
+    inputs: AttributionContext,
     indices: TextIndices | None = None,
     *,
     rerank: Reranker | None = None,

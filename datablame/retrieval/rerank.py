@@ -8,7 +8,7 @@ the full corpus, so the re-ranked order is the exhaustive order restricted to th
 candidates. Row features are kept once computed, so rows shared by several queries'
 candidate sets are featurized once. When the run's full gradient features are already
 cached (`gradient_features(inputs)` ran), they are used and nothing is featurized; when the
-run's feature store is attached (`inputs.cache["feature_store"]`, from `datablame index`),
+run's feature store is attached (`inputs.store`, from `datablame index`),
 candidate rows are read from it (fp16 on disk: cosines within ~1e-3 of fresh features).
 
 Sign and unit: higher = the row's loss gradient points more nearly the same way as the
@@ -22,8 +22,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from datablame.methods.base import AttributionInputs
-from datablame.methods.grad_align import featurizer_for
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import featurizer_for
 from datablame.models.tokenize import Encoded
 
 # rerank(query index, candidate row indices [C] int64) -> scores [C] (higher = more responsible)
@@ -33,7 +33,7 @@ Reranker = Callable[[int, np.ndarray], np.ndarray]
 class GradientReranker:
     """Gradient cosine of candidate rows with one query, featurizing candidates on demand."""
 
-    def __init__(self, inputs: AttributionInputs, *, batch_size: int | None = None, keep_rows: bool = True) -> None:
+    def __init__(self, inputs: AttributionContext, *, batch_size: int | None = None, keep_rows: bool = True) -> None:
         self.inputs = inputs
         self.batch_size = batch_size or inputs.attribution.batch_size
         self.keep_rows = keep_rows
@@ -46,7 +46,7 @@ class GradientReranker:
         return self.inputs.tokenizer.pad_token_id or 0
 
     def _full(self):
-        return self.inputs.cache.get("grad_features")
+        return self.inputs.shared.grads
 
     def query_features(self) -> torch.Tensor:
         """Unit-norm query features [Q, D] float64 (featurized once)."""
@@ -64,7 +64,7 @@ class GradientReranker:
         full = self._full()
         if full is not None:
             return torch.nn.functional.normalize(full.rows[torch.as_tensor(rows)].double(), dim=1)
-        store = self.inputs.cache.get("feature_store")
+        store = self.inputs.store
         if store is not None:
             return torch.nn.functional.normalize(torch.from_numpy(_store_rows(store, rows)), dim=1)
         missing = sorted({int(r) for r in rows if int(r) not in self._rows})

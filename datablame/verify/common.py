@@ -110,19 +110,14 @@ def method_scores(
 ) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, str]]:
     """Scores [Q, R] of each method on `inputs`, their descriptions, and per-method errors
     (a method that fails is reported, not fatal: the others still get their numbers)."""
-    from datablame.methods import get_method
-    from datablame.methods.base import check_scores_shape
+    from datablame.methods import run_method
 
     scores, described, errors = {}, {}, {}
     for name in methods:
         opts = {**cfg.attribution.options.get(name, {}), **(extra_options or {}).get(name, {})}
         try:
-            m = get_method(name, **opts)
-            t = time.perf_counter()
-            m.fit(inputs)
-            s = np.asarray(m.score(inputs), dtype=np.float64)
-            check_scores_shape(name, s, len(inputs.queries), len(inputs.corpus))
-            described[name] = {**m.describe(), "seconds": time.perf_counter() - t}
+            run = run_method(inputs, name, opts)
+            described[name] = {**run.method.describe(), "seconds": run.seconds}
         except DatablameError as err:
             errors[name] = f"{err.problem} ({err.fix})" if err.fix else err.problem
             continue
@@ -131,10 +126,7 @@ def method_scores(
             log.debug("method %s failed", name, exc_info=True)
             errors[name] = f"{type(err).__name__}: {err}"
             continue
-        if s.shape != (len(inputs.queries), len(inputs.corpus)):
-            errors[name] = f"scores have shape {s.shape}, expected {(len(inputs.queries), len(inputs.corpus))}"
-            continue
-        scores[name] = s
+        scores[name] = run.scores
     return scores, described, errors
 
 

@@ -85,16 +85,14 @@ def lds_scores(
 
 def _fold_predictions(cfg: RunConfig, inputs, name: str, keys: list[list[str]], masks: np.ndarray) -> np.ndarray:
     """Out-of-fold predictions [M, Q] of a method fitted on the sweep (holdout = one fold)."""
-    from datablame.methods import get_method
+    from datablame.methods import run_method
 
     m_count = len(keys)
     folds = np.array_split(np.arange(m_count), min(CROSS_FIT_FOLDS, m_count))
     pred = np.zeros((m_count, len(inputs.queries)))
     for fold in folds:
         holdout = [k for j in fold for k in keys[j]]
-        method = get_method(name, **{**cfg.attribution.options.get(name, {}), "holdout": holdout})
-        method.fit(inputs)
-        s = np.asarray(method.score(inputs), dtype=np.float64)
+        s = run_method(inputs, name, {**cfg.attribution.options.get(name, {}), "holdout": holdout}).scores
         pred[fold] = masks[fold].astype(np.float64) @ s.T
     return pred
 

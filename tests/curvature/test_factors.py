@@ -175,8 +175,8 @@ def test_save_load_roundtrip(setup, tmp_path):
 
 
 def test_factors_are_reused_when_identity_matches(tiny_llama, tmp_path, monkeypatch):
+    from datablame.features import preconditioner as ic
     from datablame.methods import get_method
-    from datablame.methods import influence_common as ic
 
     rows, queries = random_rows(6, seed=5), random_rows(2, seed=6)
     m = get_method("ekfac")
@@ -199,7 +199,8 @@ def test_factors_are_reused_when_identity_matches(tiny_llama, tmp_path, monkeypa
 
 def test_rows_featurized_once_when_fitting(tiny_llama, monkeypatch):
     """The covariance pass hands its row features to gradient_features (no second pass)."""
-    from datablame.methods import get_method, gradient_features
+    from datablame.features.gradients import gradient_features
+    from datablame.methods import get_method
 
     rows, queries = random_rows(6, seed=5), random_rows(2, seed=6)
     inputs = tiny_inputs(tiny_llama, rows, queries, k=8)

@@ -14,7 +14,7 @@ from planted_gap import planted_gaps
 from datablame.config import AttributionConfig, ModelConfig
 from datablame.data.corpus import Corpus, Query, Row
 from datablame.errors import DatablameError
-from datablame.methods import AttributionInputs, get_method
+from datablame.methods import AttributionContext, get_method
 from datablame.models.tokenize import Encoded
 from datablame.retrieval import build_text_indices, text_index_dir
 
@@ -33,11 +33,11 @@ QUERIES = [  # (prompt, completion, index of the row that shares its words)
 ]
 
 
-def tiny_inputs(tmp_path=None) -> AttributionInputs:
+def tiny_inputs(tmp_path=None) -> AttributionContext:
     """Model-free inputs over the tiny corpus (baselines never touch the model)."""
     corpus = Corpus([Row(f"r{i}", p, c) for i, (p, c) in enumerate(ROWS)], name="tiny")
     queries = [Query(p, c, f"q{i}") for i, (p, c, _) in enumerate(QUERIES)]
-    return AttributionInputs(
+    return AttributionContext(
         model=None, tokenizer=None, corpus=corpus, rows=Encoded([], []), queries=queries,
         query_rows=Encoded([], []), attribution=AttributionConfig(), model_cfg=ModelConfig(kind="tiny"),
         run_dir=tmp_path,
@@ -71,7 +71,7 @@ def test_methods_reuse_saved_run_indices(tmp_path):
     build_text_indices(inputs.corpus, text_index_dir(tmp_path), progress=False)
     for name, want in fresh.items():
         np.testing.assert_allclose(get_method(name).score(inputs), want, rtol=1e-5, atol=1e-6)
-    assert any(k.startswith("bm25_index") for k in inputs.cache)
+    assert (1.5, 0.75) in inputs.shared.bm25
     # a stale index (other corpus) is not used: the methods rebuild in memory and still agree
     other = tiny_inputs(tmp_path)
     other.corpus = Corpus(list(reversed(other.corpus.rows)), name="reversed")

@@ -10,9 +10,9 @@ import torch
 from planted_gap import planted_gaps
 
 from datablame.errors import DatablameError
+from datablame.features.hidden_states import forward_layers
 from datablame.methods import get_method
 from datablame.methods.causal_patching import _QueryPatcher, target_margin, top_p_gates
-from datablame.methods.hidden_states import forward_layers
 from datablame.models.tokenize import pad_batch
 
 
@@ -51,7 +51,7 @@ def test_batched_patch_equals_a_plain_patched_forward(tiny_llama, toy_encoded):
     for i in range(len(gates)):  # reference: replace the layer output outright, full logits
         patched = h_old + gates[i] * (h_new - h_old)
         with torch.no_grad():
-            from datablame.methods.hidden_states import layer_hooks
+            from datablame.features.hidden_states import layer_hooks
 
             with layer_hooks(old, [layer], lambda _l, _h, p=patched: p):
                 logits = old(input_ids=batch["input_ids"]).logits

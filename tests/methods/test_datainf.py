@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from datablame.errors import DatablameError
-from datablame.methods import get_method, gradient_features
+from datablame.features.gradients import gradient_features
+from datablame.methods import get_method
 from datablame.methods.datainf import block_damping, datainf_block_scores
 
 

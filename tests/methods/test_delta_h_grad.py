@@ -10,9 +10,9 @@ import torch
 from planted_gap import planted_gaps
 
 from datablame.errors import DatablameError
+from datablame.features.cross_checkpoint import CheckpointPair, pair_features
+from datablame.features.hidden_states import forward_layers
 from datablame.methods import get_method
-from datablame.methods.cross_checkpoint import CheckpointPair, pair_features
-from datablame.methods.hidden_states import forward_layers
 from datablame.models.tokenize import pad_batch
 
 

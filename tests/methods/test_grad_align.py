@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from planted_gap import planted_gaps
 
-from datablame.methods import get_method, gradient_features
+from datablame.features.gradients import gradient_features
+from datablame.methods import get_method
 
 
 @pytest.mark.parametrize("name", ["grad_dot", "grad_cosine"])

@@ -11,8 +11,9 @@ from planted_gap import planted_gaps
 
 from datablame.config import ModuleSelection, ProjectionConfig
 from datablame.errors import DatablameError
+from datablame.features.gradients import gradient_features
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
-from datablame.methods import get_method, gradient_features
+from datablame.methods import get_method
 from datablame.methods.grad_tokenwise import reduce_cosines, token_terms
 from datablame.models.tokenize import pad_batch, per_row_loss
 
@@ -54,7 +55,7 @@ def test_projected_terms_match_grad_dot(planted_run):
     make each cosine lie in [-1, 1]."""
     _, make_inputs, _ = planted_run
     inputs = make_inputs()
-    from datablame.methods.grad_align import featurizer_for
+    from datablame.features.gradients import featurizer_for
 
     feat = featurizer_for(inputs)
     g = gradient_features(inputs)
@@ -94,7 +95,7 @@ def test_reductions_are_ordered_and_batch_size_invariant(planted_run):
     assert np.all(by3["max"] >= by3["topk_mean"] - 1e-9) and np.all(by3["topk_mean"] >= by3["mean"] - 1e-9)
     assert not np.allclose(by3["max"], by3["mean"])
     # the summed features it computed on the way are shared with grad_* methods
-    assert "grad_features" in inputs2.cache
+    assert inputs2.shared.grads is not None
     np.testing.assert_allclose(get_method("grad_dot").score(inputs2), get_method("grad_dot").score(make_inputs()),
                                rtol=1e-5, atol=1e-7)
 

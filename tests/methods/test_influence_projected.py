@@ -42,7 +42,7 @@ def test_factors_saved_under_work_dir_and_damping_does_not_refit(planted_run):
     m = get_method("ekfac", damping=1e-3)
     m.fit(fresh)
     assert path.stat().st_mtime_ns == stamp  # reused, not refitted
-    assert "grad_features" not in fresh.cache  # loading factors needs no gradient pass
+    assert fresh.shared.grads is None  # loading factors needs no gradient pass
     a = get_method("ekfac").score(fresh)
     b = m.score(fresh)
     assert not np.allclose(a, b)  # damping is applied at scoring time
@@ -62,7 +62,7 @@ def test_bad_options_are_clear_errors():
 @pytest.mark.parametrize("name", ["ekfac", "kfac", "diag_influence"])
 def test_normalize_is_the_cosine_in_the_preconditioned_metric(planted_run, name):
     from datablame.errors import DatablameError
-    from datablame.methods import gradient_features
+    from datablame.features.gradients import gradient_features
 
     _, make_inputs, truth = planted_run
     inputs = make_inputs()

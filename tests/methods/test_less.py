@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from datablame.errors import DatablameError
+from datablame.features.checkpoints import load_checkpoint_model, select_checkpoints
+from datablame.features.context import SharedFeatures
 from datablame.grads import FactoredProjection, select_modules
 from datablame.methods import get_method
-from datablame.methods.checkpoint_features import load_checkpoint_model, select_checkpoints
 from datablame.methods.less import adam_features, adam_state, optimizer_param_names
 from datablame.models.tokenize import pad_batch, per_row_loss
 
@@ -89,7 +90,7 @@ def test_missing_optimizer_state(planted_run, tmp_path):
     shutil.copytree(src, ck, ignore=shutil.ignore_patterns("optimizer.pt"))
     shutil.copytree(src.parent / "final", tmp_path / "model" / "final")  # the tokenizer lives there
     inputs.checkpoints, inputs.work_dir = [ck], None
-    inputs.cache.clear()
+    inputs.shared = SharedFeatures()
     with pytest.raises(DatablameError, match="optimizer.pt"):
         get_method("less").score(inputs)
     with pytest.raises(DatablameError, match="weighting"):

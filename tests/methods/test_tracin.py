@@ -12,15 +12,16 @@ from planted_gap import planted_gaps
 
 from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
-from datablame.grads import GradientFeaturizer, select_modules
-from datablame.methods import get_method, gradient_features
-from datablame.methods.checkpoint_features import (
+from datablame.features.checkpoints import (
     checkpoint_features,
     checkpoint_schedule,
     load_checkpoint_model,
     select_checkpoints,
 )
-from datablame.methods.grad_align import featurizer_for
+from datablame.features.context import SharedFeatures
+from datablame.features.gradients import featurizer_for, gradient_features
+from datablame.grads import GradientFeaturizer, select_modules
+from datablame.methods import get_method
 
 
 def test_planted_rows_score_higher(planted_run):
@@ -79,7 +80,7 @@ def test_bad_options_and_no_checkpoints(planted_run):
     with pytest.raises(DatablameError, match="no checkpoint at steps"):
         get_method("tracin", checkpoints=[999]).score(inputs)
     inputs.checkpoints = []
-    inputs.cache.clear()
+    inputs.shared = SharedFeatures()
     with pytest.raises(DatablameError, match="no saved checkpoints"):
         get_method("tracin").score(inputs)
 
@@ -107,7 +108,7 @@ def _fake_checkpoints(tmp_path, steps, total, *, history: list[dict] | None = No
 
 class _Inputs:
     def __init__(self, checkpoints, training=None):
-        self.checkpoints, self.cache, self.training = checkpoints, {}, training
+        self.checkpoints, self.shared, self.training = checkpoints, SharedFeatures(), training
 
 
 _COSINE = TrainingConfig(learning_rate=1e-3, lr_scheduler_type="cosine", warmup_ratio=0.2)

@@ -8,8 +8,8 @@ import torch
 from planted_gap import planted_gaps
 
 from datablame.errors import DatablameError
+from datablame.features.checkpoints import checkpoint_features, select_checkpoints
 from datablame.methods import get_method
-from datablame.methods.checkpoint_features import checkpoint_features, select_checkpoints
 from datablame.methods.trak import dense_projection, kernel_scores
 
 

@@ -62,7 +62,7 @@ def test_stage_sizes_and_rerank_order_match_exhaustive(planted):
 
 
 def test_reranker_reads_rows_from_an_attached_feature_store(planted, tmp_path):
-    from datablame.methods import gradient_features
+    from datablame.features.gradients import gradient_features
     from datablame.store import build_store, open_store
 
     make_inputs, full, _, ref_inputs = planted
@@ -70,7 +70,7 @@ def test_reranker_reads_rows_from_an_attached_feature_store(planted, tmp_path):
     rows_full = gradient_features(ref_inputs).rows  # cached by the fixture
     build_store(tmp_path / "store", n_rows=len(inputs.corpus), row_ids=inputs.corpus.row_ids, identity={"test": 1},
                 featurize=lambda a, b: rows_full[a:b], dim=rows_full.shape[1], shard_size=25, progress=False)
-    inputs.cache["feature_store"] = open_store(tmp_path / "store")
+    inputs.store = open_store(tmp_path / "store")
     rerank = GradientReranker(inputs)
     rows = np.array([40, 3, 27, len(inputs.corpus) - 1, 0, 26])  # across several shards, out of order
     np.testing.assert_allclose(rerank(1, rows), full[1, rows], atol=2e-3)

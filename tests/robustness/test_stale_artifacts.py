@@ -120,7 +120,7 @@ def test_store_built_before_the_edit_is_refused(built, monkeypatch):
     edited = corpus.subset(range(len(corpus)))
     edited.rows[3] = type(corpus[3])(corpus[3].row_id, corpus[3].prompt, EDIT[3], {})
     loaded = load_model(cfg.model, path_override=str(built / "run" / "model" / "final"), seed=cfg.seed)
-    assert api.prepare_inputs(cfg, corpus=corpus, loaded=loaded)[0].cache.get("feature_store") is not None
+    assert api.prepare_inputs(cfg, corpus=corpus, loaded=loaded)[0].store is not None
     with pytest.raises(DatablameError, match="changed since `datablame index`"):
         api.prepare_inputs(cfg, corpus=edited, loaded=loaded)
 
@@ -128,8 +128,8 @@ def test_store_built_before_the_edit_is_refused(built, monkeypatch):
 def test_curvature_and_text_indices_are_rebuilt_for_new_data(built, tmp_path, caplog, monkeypatch):
     from datablame import api
     from datablame.curvature import factor_path, load_preconditioner
-    from datablame.methods.influence_common import fit_preconditioner
-    from datablame.methods.text_index import build_text_indices
+    from datablame.features.preconditioner import fit_preconditioner
+    from datablame.features.text_index import build_text_indices
     from datablame.models import load_model
 
     cfg = _api_cfg(built, monkeypatch)

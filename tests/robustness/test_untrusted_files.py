@@ -155,7 +155,7 @@ def test_schedule_rebuilt_from_config_matches_trainer(trained):
     from transformers import TrainingArguments
 
     from datablame import api
-    from datablame.methods.checkpoint_features import (
+    from datablame.features.checkpoints import (
         _trainer_state,
         checkpoint_schedule,
         rebuilt_schedule,

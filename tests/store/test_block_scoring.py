@@ -9,7 +9,8 @@ import torch
 from pipeline_config import small_config
 
 from datablame import api
-from datablame.methods import get_method, gradient_features
+from datablame.features.gradients import gradient_features
+from datablame.methods import get_method
 from datablame.store import build_store, open_store
 from datablame.store.reader import FeatureStore
 from datablame.store.rows import StoreRows, dot_scores, row_blocks

@@ -8,7 +8,7 @@ import pytest
 
 from datablame.data.corpus import Corpus, Query, Row
 from datablame.errors import DatablameError
-from datablame.methods import AttributionInputs, get_method
+from datablame.methods import AttributionContext, get_method
 from datablame.methods.datamodels import fit_datamodel, queries_hash
 from datablame.utils.io import atomic_write_json
 from datablame.verify.lds import subset_masks
@@ -52,7 +52,7 @@ def test_sign_row_that_lowers_the_loss_scores_positive():
 def _inputs(run_dir, n_rows=12, n_queries=2):
     rows = [Row(f"r{i}", f"Q{i}?", f" A{i}.") for i in range(n_rows)]
     queries = [Query(f"P{j}?", f" C{j}.", f"q{j}") for j in range(n_queries)]
-    return AttributionInputs(
+    return AttributionContext(
         model=None, tokenizer=None, corpus=Corpus(rows), rows=None, queries=queries, query_rows=None,
         attribution=None, model_cfg=None, run_dir=run_dir,
     )
@@ -92,15 +92,16 @@ def test_method_reads_the_lds_sweep(tmp_path):
     assert scores.shape == (2, 12) and scores.dtype == np.float64
     assert np.argmax(scores[0]) == 4 and np.argmax(scores[1]) == 9
     # two seeds of a subset (and repeated draws of the same subset) are averaged
-    assert inputs.cache["datamodels_subsets"] == len({m.tobytes() for m in masks})
+    assert method.subsets == len({m.tobytes() for m in masks})
+    assert method.describe()["subsets"] == method.subsets
     # holding subsets out leaves fewer to fit on (every model of a held-out subset goes)
     held = get_method("datamodels", holdout=keys[:20])
     held.score(inputs)
     left = {m.tobytes() for m in masks[10:]} - {m.tobytes() for m in masks[:10]}
-    assert inputs.cache["datamodels_subsets"] == len(left)
+    assert held.subsets == len(left)
     only_seed0 = get_method("datamodels", holdout=keys[:20:2])  # one seed's key is enough
     only_seed0.score(inputs)
-    assert inputs.cache["datamodels_subsets"] == len(left)
+    assert only_seed0.subsets == len(left)
 
 
 def test_missing_sweep_names_datablame_lds(tmp_path):

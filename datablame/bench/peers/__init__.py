@@ -1,7 +1,7 @@
 """Peer libraries run on exactly our trained model, rows and queries (benchmark adapters).
 
 An adapter wraps one peer library (kronfluence, traker, bergson) behind one interface:
-`scores(inputs)` takes the same `AttributionInputs` our methods get (the trained model,
+`scores(inputs)` takes the same `AttributionContext` our methods get (the trained model,
 the encoded training rows and queries with their loss masks) and returns float64 scores
 `[n_queries, n_rows]` with our sign convention (higher = the row pushed the query's loss
 down). `run_peer` times it and samples its peak memory in this process exactly as
@@ -29,7 +29,7 @@ import numpy as np
 
 from datablame.bench.measure import measure
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs
+from datablame.features.context import AttributionContext
 
 log = logging.getLogger("datablame")
 
@@ -61,7 +61,7 @@ class Peer(ABC):
         return None
 
     @abstractmethod
-    def scores(self, inputs: AttributionInputs) -> np.ndarray:
+    def scores(self, inputs: AttributionContext) -> np.ndarray:
         """Scores [n_queries, n_rows] (float64), our sign convention."""
 
     def settings(self) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def restore_model_state(model: Any, state: tuple[bool, list[bool]]) -> None:
         p.grad = None
 
 
-def run_peer(name: str, inputs: AttributionInputs, options: dict[str, Any] | None = None) -> PeerRun:
+def run_peer(name: str, inputs: AttributionContext, options: dict[str, Any] | None = None) -> PeerRun:
     """Run one peer on `inputs`, timed and memory-measured; errors become `PeerRun.error`."""
     peer = get_peer(name, **(options or {}))
     info = peer.describe()

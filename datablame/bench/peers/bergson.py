@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from datablame.bench.peers import Peer, register_peer
+from datablame.features.context import AttributionContext
 from datablame.grads import select_modules
 from datablame.layout import AttributionLayout
-from datablame.methods.base import AttributionInputs
 from datablame.models.tokenize import Encoded
 
 
@@ -63,7 +63,7 @@ class BergsonPeer(Peer):
         super().__init__(projection_dim=projection_dim, unit_normalize=unit_normalize, batch_size=batch_size)
         self.reference = "grad_cosine" if unit_normalize else "grad_dot"
 
-    def scores(self, inputs: AttributionInputs) -> np.ndarray:
+    def scores(self, inputs: AttributionContext) -> np.ndarray:
         from bergson import (
             GradientProcessor,
             IndexConfig,

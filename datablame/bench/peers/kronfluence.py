@@ -1,7 +1,7 @@
 """kronfluence peer: EK-FAC influence from the kronfluence library (pairwise scores).
 
 The library is driven by our registered method `kronfluence`
-(`datablame/methods/kronfluence_backend.py`: `Analyzer.fit_all_factors` with EK-FAC
+(`datablame/methods/kronfluence.py`: `Analyzer.fit_all_factors` with EK-FAC
 factors on the trained model, then `compute_pairwise_scores` of the queries against the
 training rows, with the run's modules and loss masks). This adapter only runs that method
 as a peer -- timed and memory-measured like the others -- so the benchmark table has
@@ -20,8 +20,8 @@ import importlib
 import numpy as np
 
 from datablame.bench.peers import Peer, register_peer
-from datablame.methods import REGISTRY, get_method
-from datablame.methods.base import AttributionInputs
+from datablame.features.context import AttributionContext
+from datablame.methods import REGISTRY, run_method
 
 METHOD = "kronfluence"
 
@@ -29,9 +29,9 @@ METHOD = "kronfluence"
 def _ensure_registered() -> None:
     if METHOD not in REGISTRY:
         try:
-            importlib.import_module("datablame.methods.kronfluence_backend")
+            importlib.import_module("datablame.methods.kronfluence")
         except ModuleNotFoundError as err:
-            if err.name != "datablame.methods.kronfluence_backend":
+            if err.name != "datablame.methods.kronfluence":
                 raise
 
 
@@ -48,12 +48,11 @@ class KronfluencePeer(Peer):
             return reason
         _ensure_registered()
         if METHOD not in REGISTRY:
-            return "the 'kronfluence' method is not registered (datablame/methods/kronfluence_backend.py missing)"
+            return "the 'kronfluence' method is not registered (datablame/methods/kronfluence.py missing)"
         return None
 
-    def scores(self, inputs: AttributionInputs) -> np.ndarray:
+    def scores(self, inputs: AttributionContext) -> np.ndarray:
         _ensure_registered()
-        method = get_method(METHOD, **self.options)
-        method.fit(inputs)
-        self.sign = method.sign
-        return np.asarray(method.score(inputs), dtype=np.float64)
+        run = run_method(inputs, METHOD, self.options)
+        self.sign = run.method.sign
+        return run.scores

@@ -55,9 +55,9 @@ import torch
 
 from datablame.bench.peers import Peer, register_peer
 from datablame.errors import DatablameError
+from datablame.features.checkpoints import load_checkpoint_model, select_checkpoints
+from datablame.features.context import AttributionContext
 from datablame.grads import select_modules
-from datablame.methods.base import AttributionInputs
-from datablame.methods.checkpoint_features import load_checkpoint_model, select_checkpoints
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 
 log = logging.getLogger("datablame")
@@ -133,14 +133,14 @@ class TrakerPeer(Peer):
             return f"traker is not importable ({type(err).__name__}: {err})"
         return None
 
-    def _members(self, inputs: AttributionInputs) -> list[Path | None]:
+    def _members(self, inputs: AttributionContext) -> list[Path | None]:
         if self.options["models"]:
             return [Path(m) for m in self.options["models"]]
         if not inputs.checkpoints and self.options["checkpoints"] in ("all", "last"):
             return [None]  # the attributed model alone
         return [i.path for i in select_checkpoints(inputs, self.options["checkpoints"])]
 
-    def scores(self, inputs: AttributionInputs) -> np.ndarray:
+    def scores(self, inputs: AttributionContext) -> np.ndarray:
         from trak import TRAKer
         from trak.projectors import NoOpProjector
 
@@ -200,7 +200,7 @@ class TrakerPeer(Peer):
         return scores
 
 
-def run_traker(inputs: AttributionInputs, **options: Any):
+def run_traker(inputs: AttributionContext, **options: Any):
     """Run the traker peer on `inputs`: a `PeerRun` with scores [Q, R], seconds and peak bytes."""
     from datablame.bench.peers import run_peer
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
 from datablame.layout import RunLayout
 from datablame.models.embedder import DEFAULT_EMBEDDING_MODEL, embed
 from datablame.utils.io import atomic_write_json, make_temp_dir
@@ -358,39 +359,38 @@ def load_text_indices(
     return out
 
 
-def _run_indices(inputs: Any, *, bm25: bool, embedding: bool, model: str) -> TextIndices | None:
+def _run_indices(ctx: AttributionContext, *, bm25: bool, embedding: bool, model: str) -> TextIndices | None:
     """The run's saved indices when they match this corpus; None when absent or stale."""
-    if inputs.run_dir is None:
+    if ctx.run_dir is None:
         return None
-    path = text_index_dir(inputs.run_dir)
+    path = text_index_dir(ctx.run_dir)
     manifest = saved_manifest(path)
     if manifest is None:
         return None
-    if not _matches(manifest, inputs.corpus.fingerprint(), bm25, embedding, model):
+    if not _matches(manifest, ctx.corpus.fingerprint(), bm25, embedding, model):
         log.warning("text indices at %s do not match this corpus or model; building them in memory "
                     "(rerun `datablame index` to refresh them)", path)
         return None
-    return load_text_indices(path, inputs.corpus, bm25=bm25, embedding=embedding)
+    return load_text_indices(path, ctx.corpus, bm25=bm25, embedding=embedding)
 
 
-def bm25_index_for(inputs: Any, *, k1: float = 1.5, b: float = 0.75) -> BM25Index:
-    """The BM25 index of `inputs.corpus` (AttributionInputs): the run's saved one when it
-    matches (and has these parameters), else built in memory; cached in `inputs.cache`."""
-    key = f"bm25_index:{k1}:{b}"
-    if key not in inputs.cache:
+def bm25_index_for(ctx: AttributionContext, *, k1: float = 1.5, b: float = 0.75) -> BM25Index:
+    """The BM25 index of `ctx.corpus` (AttributionContext): the run's saved one when it
+    matches (and has these parameters), else built in memory; kept in `ctx.shared.bm25`."""
+    key = (k1, b)
+    if key not in ctx.shared.bm25:
         idx = None
         if (k1, b) == (1.5, 0.75):
-            saved = _run_indices(inputs, bm25=True, embedding=False, model="")
+            saved = _run_indices(ctx, bm25=True, embedding=False, model="")
             idx = saved.bm25 if saved is not None else None
-        inputs.cache[key] = idx or BM25Index.build(row_texts(inputs.corpus), k1=k1, b=b)
-    return inputs.cache[key]
+        ctx.shared.bm25[key] = idx or BM25Index.build(row_texts(ctx.corpus), k1=k1, b=b)
+    return ctx.shared.bm25[key]
 
 
-def embedding_index_for(inputs: Any, *, model: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 64) -> EmbeddingIndex:
-    """The embedding index of `inputs.corpus`, like `bm25_index_for`."""
-    key = f"embedding_index:{model}"
-    if key not in inputs.cache:
-        saved = _run_indices(inputs, bm25=False, embedding=True, model=model)
-        inputs.cache[key] = saved.embedding if saved is not None else EmbeddingIndex.build(
-            row_texts(inputs.corpus), model=model, batch_size=batch_size, progress=len(inputs.corpus) > 2000)
-    return inputs.cache[key]
+def embedding_index_for(ctx: AttributionContext, *, model: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 64) -> EmbeddingIndex:
+    """The embedding index of `ctx.corpus`, like `bm25_index_for`."""
+    if model not in ctx.shared.embeddings:
+        saved = _run_indices(ctx, bm25=False, embedding=True, model=model)
+        ctx.shared.embeddings[model] = saved.embedding if saved is not None else EmbeddingIndex.build(
+            row_texts(ctx.corpus), model=model, batch_size=batch_size, progress=len(ctx.corpus) > 2000)
+    return ctx.shared.embeddings[model]

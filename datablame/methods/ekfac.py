@@ -15,7 +15,7 @@ Options (`attribution.options.ekfac`):
   from the model, as kronfluence's default); `fit_rows` (null = all rows; else a seeded sample
   of that many rows fits the factors); `seed` (0); `reuse` (true: reuse saved factors);
   `normalize` (false; true: relative influence, the cosine of query and row gradients in the
-  (F + λI)⁻¹ metric, unitless in [-1, 1]: see `influence_common`).
+  (F + λI)⁻¹ metric, unitless in [-1, 1]: see `methods/kfac.py`).
 
 With identity projection (`attribution.projection.k_in/k_out: null`), the same modules,
 empirical Fisher and the same damping it matches kronfluence's EKFAC (test: Spearman ≥ 0.95).
@@ -25,7 +25,7 @@ Cost: one extra forward+backward pass over the rows to fit (shared with the row 
 from __future__ import annotations
 
 from datablame.methods.base import register
-from datablame.methods.influence_common import ProjectedInfluence
+from datablame.methods.kfac import ProjectedInfluence
 
 
 @register

@@ -20,45 +20,18 @@ settings) to `<work_dir>/<method>/info.json` via `save_info`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
 from datablame.layout import AttributionLayout
-from datablame.methods.base import AttributionInputs, MethodOptions
-from datablame.methods.hidden_states import POOLINGS, SPANS
-from datablame.methods.method_scores import scores_of
 from datablame.utils.io import atomic_write_json
 
 AGGREGATES = ("mean", "topk", "learned")
-
-
-class LayerOptions(MethodOptions):
-    """Options of the layer-wise methods: which layers, how to pool tokens, how to combine layers."""
-
-    layers: int | str | list[int] = Field("all", description="decoder layers: 'all', 'middle', an int (negative "
-                                          "from the end), a list, or '1,3' / '1-3'")
-    pooling: Literal[POOLINGS] = Field("mean", description="pool token vectors by their mean or the last token")
-    span: Literal[SPANS] = Field("answer", description="tokens pooled: the answer's or all")
-    aggregate: Literal[AGGREGATES] = Field("mean", description="combine layers: mean, mean of the top_k best, "
-                                           "or convex weights learned from `reference`")
-    top_k: int = Field(2, ge=1, description="layers averaged by aggregate: topk")
-    layer_weights: list[float] | None = Field(None, description="fixed convex layer weights (one per selected "
-                                              "layer, normalised to sum 1)")
-    reference: str = Field("grad_cosine", description="method whose scores teach aggregate: learned")
-
-    @model_validator(mode="after")
-    def _convex(self) -> LayerOptions:
-        w = self.layer_weights
-        if w is not None and (any(x < 0 for x in w) or sum(w) <= 0):
-            raise ValueError(f"layer_weights {w} are not convex weights: give one non-negative weight per "
-                             "selected layer (they are normalised to sum 1)")
-        return self
 
 
 def fit_convex_weights(per_layer: np.ndarray, reference: np.ndarray, *, steps: int = 300, lr: float = 0.05) -> np.ndarray:
@@ -105,8 +78,11 @@ class LayerAggregation:
                 "give one non-negative weight per selected layer (they are normalised to sum 1)",
             )
 
-    def combine(self, per_layer: np.ndarray, inputs: AttributionInputs | None = None) -> tuple[np.ndarray, dict]:
-        """[L, Q, R] -> ([Q, R] float64, info with the weights used)."""
+    def combine(
+        self, per_layer: np.ndarray, reference_scores: Callable[[str], np.ndarray] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        """[L, Q, R] -> ([Q, R] float64, info with the weights used). `reference_scores(name)`
+        gives the reference method's scores of the run (needed by aggregate: learned only)."""
         n_layers = per_layer.shape[0]
         if self.layer_weights is not None:
             if len(self.layer_weights) != n_layers:
@@ -123,16 +99,16 @@ class LayerAggregation:
             k = min(self.top_k, n_layers)
             top = np.sort(per_layer, axis=0)[-k:]
             return top.mean(axis=0), {"aggregate": "topk", "top_k": k}
-        if inputs is None:
-            raise ValueError("learned layer weights need the run's inputs for the reference scores")
-        ref = scores_of(inputs, self.reference, by=self.method)
+        if reference_scores is None:
+            raise ValueError("learned layer weights need the reference method's scores of the run")
+        ref = reference_scores(self.reference)
         w = fit_convex_weights(per_layer, ref).astype(np.float64)
         return np.einsum("l,lqr->qr", w, per_layer), {
             "aggregate": "learned", "reference": self.reference, "weights": w.tolist(),
         }
 
 
-def save_info(inputs: AttributionInputs, method: str, info: dict) -> None:
+def save_info(ctx: AttributionContext, method: str, info: dict) -> None:
     """Write a method's settings and layer weights next to the run's results."""
-    if inputs.work_dir is not None:
-        atomic_write_json(AttributionLayout(inputs.work_dir).cache_dir(method) / "info.json", info)
+    if ctx.work_dir is not None:
+        atomic_write_json(AttributionLayout(ctx.work_dir).cache_dir(method) / "info.json", info)

@@ -46,15 +46,10 @@ from pydantic import Field, StrictBool
 from torch.utils.data import Dataset
 
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
 from datablame.grads import select_modules
 from datablame.layout import AttributionLayout
-from datablame.methods.base import (
-    AttributionInputs,
-    Method,
-    MethodOptions,
-    check_scores_shape,
-    register,
-)
+from datablame.methods.base import Method, MethodOptions, check_scores_shape, register
 from datablame.models.tokenize import IGNORE, Encoded, pad_batch, per_row_loss
 from datablame.utils.io import sha256_strings
 
@@ -197,67 +192,67 @@ class KronfluenceBackend(Method):
         self._analyzer = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def _setup(self, inputs: AttributionInputs):
+    def _setup(self, ctx: AttributionContext):
         try:
             from kronfluence.analyzer import Analyzer, prepare_model
             from kronfluence.arguments import FactorArguments
             from kronfluence.utils.dataset import DataLoaderKwargs
         except ImportError:
             raise DatablameError("kronfluence is not installed", "pip install --no-deps kronfluence==1.0.1") from None
-        modules = [n for n, _ in select_modules(inputs.model, inputs.attribution.modules)]
+        modules = [n for n, _ in select_modules(ctx.model, ctx.attribution.modules)]
         shape: dict = {}
         task = make_task(modules, self.seed, shape)
-        work = conv1d_to_linear(copy.deepcopy(inputs.model).eval())
+        work = conv1d_to_linear(copy.deepcopy(ctx.model).eval())
         model = prepare_model(work, task)  # wraps modules in place
         unflatten_tokens(model, modules, shape)
-        if inputs.work_dir is not None:
-            out = AttributionLayout(inputs.work_dir).cache_dir("kronfluence")
+        if ctx.work_dir is not None:
+            out = AttributionLayout(ctx.work_dir).cache_dir("kronfluence")
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="datablame-kronfluence-")
             out = Path(self._tmp.name)
-        device = next(inputs.model.parameters()).device
+        device = next(ctx.model.parameters()).device
         logging.getLogger("kronfluence").setLevel(logging.WARNING)
         analyzer = Analyzer("datablame", model=model, task=task, cpu=device.type == "cpu", output_dir=str(out))
-        pad = inputs.tokenizer.pad_token_id or 0
+        pad = ctx.tokenizer.pad_token_id or 0
         analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=_collate(pad)))
         identity = [
-            str(inputs.cache.get("model_info", {}).get("fingerprint")), inputs.corpus.fingerprint(), *modules,
-            self.strategy, str(self.empirical_fisher), str(self.seed), str(inputs.model_cfg.max_length), inputs.model_cfg.loss_on,
+            str(ctx.fingerprint), ctx.corpus.fingerprint(), *modules,
+            self.strategy, str(self.empirical_fisher), str(self.seed), str(ctx.model_cfg.max_length), ctx.model_cfg.loss_on,
         ]
         # no fingerprint (a model built in memory): never reuse factors across calls
         self._factors_name = f"{self.strategy}_{sha256_strings(identity)[:16]}"
-        self._overwrite = inputs.cache.get("model_info", {}).get("fingerprint") is None
+        self._overwrite = ctx.fingerprint is None
         self._factor_args = FactorArguments(strategy=self.strategy, use_empirical_fisher=self.empirical_fisher)
         self._analyzer = analyzer
         return analyzer
 
-    def _bs(self, inputs: AttributionInputs) -> int:
-        return self.batch_size or inputs.attribution.batch_size
+    def _bs(self, ctx: AttributionContext) -> int:
+        return self.batch_size or ctx.attribution.batch_size
 
-    def fit(self, inputs: AttributionInputs) -> None:
-        analyzer = self._setup(inputs)
+    def fit(self, ctx: AttributionContext) -> None:
+        analyzer = self._setup(ctx)
         torch.manual_seed(self.seed)
         analyzer.fit_all_factors(
-            factors_name=self._factors_name, dataset=_EncodedDataset(inputs.rows),
-            per_device_batch_size=self._bs(inputs), factor_args=self._factor_args,
+            factors_name=self._factors_name, dataset=_EncodedDataset(ctx.rows),
+            per_device_batch_size=self._bs(ctx), factor_args=self._factor_args,
             overwrite_output_dir=self._overwrite,
         )
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
+    def score(self, ctx: AttributionContext) -> np.ndarray:
         from kronfluence.arguments import ScoreArguments
 
         if self._analyzer is None:
-            self.fit(inputs)
-        if len(inputs.query_rows) == 0:
-            return np.zeros((0, len(inputs.rows)))
+            self.fit(ctx)
+        if len(ctx.query_rows) == 0:
+            return np.zeros((0, len(ctx.rows)))
         args = ScoreArguments(damping_factor=self.damping, query_gradient_low_rank=self.rank)
         name = f"scores_{self._factors_name}"
         self._analyzer.compute_pairwise_scores(
             scores_name=name, factors_name=self._factors_name,
-            query_dataset=_EncodedDataset(inputs.query_rows), train_dataset=_EncodedDataset(inputs.rows),
-            per_device_query_batch_size=self._bs(inputs), per_device_train_batch_size=self._bs(inputs),
+            query_dataset=_EncodedDataset(ctx.query_rows), train_dataset=_EncodedDataset(ctx.rows),
+            per_device_query_batch_size=self._bs(ctx), per_device_train_batch_size=self._bs(ctx),
             score_args=args, overwrite_output_dir=True,
         )
         scores = self._analyzer.load_pairwise_scores(name)["all_modules"].double().cpu().numpy()
-        check_scores_shape(self.name, scores, len(inputs.query_rows), len(inputs.rows))
+        check_scores_shape(self.name, scores, len(ctx.query_rows), len(ctx.rows))
         return scores

@@ -1,14 +1,14 @@
 """Gradient features of rows and queries at the run's saved checkpoints (TracIn, TRAK, LESS).
 
-`checkpoint_features(inputs, ckpt)` loads a Trainer checkpoint (`checkpoint-<step>`) and
+`checkpoint_features(ctx, ckpt)` loads a Trainer checkpoint (`checkpoint-<step>`) and
 featurizes the training rows and the queries there with exactly the modules and the
 projection of `gradient_features` (same `attribution.modules`, same seeded
 `FactoredProjection`: the matrices depend only on seed, module name and shape, so features
-of different checkpoints live in one space). Results are cached in `inputs.cache` and, when
-`inputs.work_dir` is set, the row features on disk (`<work_dir>/checkpoint_features/`),
+of different checkpoints live in one space). Results are kept on the context (`ctx.shared`) and, when
+`ctx.work_dir` is set, the row features on disk (`<work_dir>/checkpoint_features/`),
 keyed by everything that must match (weights fingerprint, data, modules, projection, max
 length, loss mask). A checkpoint whose weights equal the attributed model reuses
-`gradient_features(inputs)` instead of recomputing.
+`gradient_features(ctx)` instead of recomputing.
 
 Learning rate per checkpoint (`checkpoint_schedule`): η_c is the mean learning rate of the
 steps that led to the checkpoint, (previous checkpoint's step, this step] (TracIn's "step
@@ -30,7 +30,6 @@ order of preference:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -45,10 +44,10 @@ from torch import nn
 
 from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import GradFeatures, featurizer_for, gradient_features
 from datablame.grads import GradientFeaturizer, select_modules
 from datablame.layout import AttributionLayout
-from datablame.methods.base import AttributionInputs
-from datablame.methods.grad_align import GradFeatures, featurizer_for, gradient_features
 from datablame.utils.io import atomic_save_npz
 from datablame.utils.safe_load import (
     UNREADABLE,
@@ -204,13 +203,13 @@ def _schedule_mismatch(per_step: list[float], paths: list[Path], steps: list[int
     return None
 
 
-def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
+def checkpoint_schedule(ctx: AttributionContext) -> list[CheckpointInfo]:
     """The run's checkpoints in step order with their learning rates (cached)."""
-    if "checkpoint_schedule" in inputs.cache:
-        return inputs.cache["checkpoint_schedule"]
-    paths = sorted(inputs.checkpoints, key=_step_of)
+    if ctx.shared.checkpoint_schedule is not None:
+        return ctx.shared.checkpoint_schedule
+    paths = sorted(ctx.checkpoints, key=_step_of)
     if not paths:
-        inputs.cache["checkpoint_schedule"] = []
+        ctx.shared.checkpoint_schedule = []
         return []
     steps = [_step_of(p) for p in paths]
     # the last checkpoint with a readable trainer_state.json knows max_steps and the log
@@ -220,7 +219,7 @@ def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
         total = int(last_state.get("max_steps") or steps[-1])
     except (TypeError, ValueError):
         total = steps[-1]
-    training = getattr(inputs, "training", None)
+    training = getattr(ctx, "training", None)
     per_step, source = (rebuilt_schedule(training, total) if training is not None else None), "schedule"
     if per_step is not None and (where := _schedule_mismatch(per_step, paths, steps, history)):
         log.warning("the lr schedule rebuilt from the training config disagrees with %s (was the config "
@@ -242,13 +241,13 @@ def checkpoint_schedule(inputs: AttributionInputs) -> list[CheckpointInfo]:
     if any(i.lr_source == "uniform" for i in infos):
         log.warning("no learning rate found for some checkpoints (no training config, log history or "
                     "scheduler.pt); weighting them by 1.0")
-    inputs.cache["checkpoint_schedule"] = infos
+    ctx.shared.checkpoint_schedule = infos
     return infos
 
 
-def select_checkpoints(inputs: AttributionInputs, which: str | int | list[int] = "all") -> list[CheckpointInfo]:
+def select_checkpoints(ctx: AttributionContext, which: str | int | list[int] = "all") -> list[CheckpointInfo]:
     """Checkpoints chosen by a method option: "all", "last", N (the last N) or a list of steps."""
-    infos = checkpoint_schedule(inputs)
+    infos = checkpoint_schedule(ctx)
     if not infos:
         raise DatablameError(
             "this run has no saved checkpoints (checkpoint-<step> next to the model)",
@@ -271,37 +270,26 @@ def select_checkpoints(inputs: AttributionInputs, which: str | int | list[int] =
     )
 
 
-def load_checkpoint_model(inputs: AttributionInputs, path: Path) -> nn.Module:
+def load_checkpoint_model(ctx: AttributionContext, path: Path) -> nn.Module:
     """The model saved in `path`, on the attributed model's device, in eval mode."""
     from datablame.models import load_model
 
-    loaded = load_model(inputs.model_cfg, path_override=str(path))
+    loaded = load_model(ctx.model_cfg, path_override=str(path))
     model = loaded.model.eval()
     model._datablame_fingerprint = loaded.fingerprint  # noqa: SLF001 - cache key, set once
     return model
 
 
-def feature_key(inputs: AttributionInputs, fingerprint: str) -> str:
-    """Hash of everything that must match for saved row features to be reused."""
-    feat = featurizer_for(inputs)
-    mcfg = inputs.model_cfg
-    payload = {
-        "weights": fingerprint,
-        "data": inputs.corpus.fingerprint(),
-        "modules": [list(s) for s in feat.shapes],
-        "projection": inputs.attribution.projection.model_dump(mode="json"),
-        "max_length": mcfg.max_length,
-        "loss_on": mcfg.loss_on,
-        "rows": len(inputs.rows),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def feature_key(ctx: AttributionContext, fingerprint: str) -> str:
+    """Key of saved row features at the weights `fingerprint` (the run's feature identity there)."""
+    return ctx.identity(fingerprint).feature_key()
 
 
-def featurizer_at(inputs: AttributionInputs, model: nn.Module) -> GradientFeaturizer:
+def featurizer_at(ctx: AttributionContext, model: nn.Module) -> GradientFeaturizer:
     """A featurizer over `model` with the run's modules and projection (checked to match)."""
-    base = featurizer_for(inputs)
-    modules = select_modules(model, inputs.attribution.modules)
-    feat = GradientFeaturizer(model, modules, base.projection, bias=inputs.attribution.modules.bias)
+    base = featurizer_for(ctx)
+    modules = select_modules(model, ctx.attribution.modules)
+    feat = GradientFeaturizer(model, modules, base.projection, bias=ctx.attribution.modules.bias)
     if feat.shapes != base.shapes:
         raise DatablameError(
             "the checkpoint's selected modules differ from the attributed model's "
@@ -321,58 +309,58 @@ def _model_fingerprint(model: nn.Module) -> str:
 
 
 def features_of_model(
-    inputs: AttributionInputs, model: nn.Module, *, label: str, disk: bool = True
+    ctx: AttributionContext, model: nn.Module, *, label: str, disk: bool = True
 ) -> GradFeatures:
     """Row and query features of any model with this run's modules and projection (cached).
 
     `label` names the model in progress bars and in the disk cache file name.
     """
     fingerprint = _model_fingerprint(model)
-    if fingerprint == inputs.cache.get("model_info", {}).get("fingerprint"):
-        return gradient_features(inputs)  # the attributed model itself: reuse its features
-    key = feature_key(inputs, fingerprint)
-    mem = inputs.cache.setdefault("checkpoint_features", {})
+    if fingerprint == ctx.fingerprint:
+        return gradient_features(ctx)  # the attributed model itself: reuse its features
+    key = feature_key(ctx, fingerprint)
+    mem = ctx.shared.grads_by_key
     if key in mem:
         return mem[key]
-    feat = featurizer_at(inputs, model)
-    pad = inputs.tokenizer.pad_token_id or 0
-    bs = inputs.attribution.batch_size
+    feat = featurizer_at(ctx, model)
+    pad = ctx.tokenizer.pad_token_id or 0
+    bs = ctx.attribution.batch_size
     path = None
-    if disk and inputs.work_dir is not None:
+    if disk and ctx.work_dir is not None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-        path = AttributionLayout(inputs.work_dir).cache_dir("checkpoint_features") / f"{safe}.{key}.npz"
+        path = AttributionLayout(ctx.work_dir).cache_dir("checkpoint_features") / f"{safe}.{key}.npz"
     cached = load_npz_cache(path, ("rows", "row_losses")) if path is not None and path.is_file() else None
     if cached is not None:
         rows, row_losses = torch.from_numpy(cached["rows"]), torch.from_numpy(cached["row_losses"])
     else:
-        rows, row_losses = feat.featurize(inputs.rows, bs, pad, desc=f"row gradients @ {label}")
+        rows, row_losses = feat.featurize(ctx.rows, bs, pad, desc=f"row gradients @ {label}")
         if path is not None:
             atomic_save_npz(path, {"rows": rows.numpy(), "row_losses": row_losses.numpy()})
-    queries, query_losses = feat.featurize(inputs.query_rows, bs, pad, desc=False)
+    queries, query_losses = feat.featurize(ctx.query_rows, bs, pad, desc=False)
     out = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
-    if _cached_bytes(inputs) + rows.nbytes <= _MEM_CACHE_BYTES:  # else the disk copy serves reruns
+    if _cached_bytes(ctx) + rows.nbytes <= _MEM_CACHE_BYTES:  # else the disk copy serves reruns
         mem[key] = out
     return out
 
 
 def checkpoint_features(
-    inputs: AttributionInputs, ckpt: CheckpointInfo | Path, *, disk: bool = True, model: nn.Module | None = None
+    ctx: AttributionContext, ckpt: CheckpointInfo | Path, *, disk: bool = True, model: nn.Module | None = None
 ) -> GradFeatures:
     """Projected loss gradients of all rows and queries at checkpoint `ckpt` (cached).
 
     `model`: the checkpoint's model when the caller has already loaded it (not reloaded).
     """
     path = ckpt.path if isinstance(ckpt, CheckpointInfo) else Path(ckpt)
-    by_path = inputs.cache.setdefault("checkpoint_features_by_path", {})
+    by_path = ctx.shared.grads_by_checkpoint
     if str(path) in by_path:
         return by_path[str(path)]
-    model = model if model is not None else load_checkpoint_model(inputs, path)
-    out = features_of_model(inputs, model, label=path.name, disk=disk)
-    if _cached_bytes(inputs) + out.rows.nbytes <= _MEM_CACHE_BYTES:
+    model = model if model is not None else load_checkpoint_model(ctx, path)
+    out = features_of_model(ctx, model, label=path.name, disk=disk)
+    if _cached_bytes(ctx) + out.rows.nbytes <= _MEM_CACHE_BYTES:
         by_path[str(path)] = out
     return out
 
 
-def _cached_bytes(inputs: AttributionInputs) -> int:
-    return sum(g.rows.nbytes for g in inputs.cache.get("checkpoint_features", {}).values())
+def _cached_bytes(ctx: AttributionContext) -> int:
+    return sum(g.rows.nbytes for g in ctx.shared.grads_by_key.values())
 

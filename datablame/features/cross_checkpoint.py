@@ -2,10 +2,10 @@
 them, per row (seed 002). Shared by `delta_h`, `delta_h_grad` and `causal_patching`.
 
 Which checkpoints (method options `old`, `new`):
-- old: "base" (default): the model before fine-tuning (`inputs.base_model`, saved for tiny
+- old: "base" (default): the model before fine-tuning (`ctx.base_model`, saved for tiny
   models under <run>/model/base), else the run's first Trainer checkpoint; "first": the first
   checkpoint; or a path to a saved model / checkpoint / adapter directory.
-- new: "model" (default): the attributed model (`inputs.model`); or a path.
+- new: "model" (default): the attributed model (`ctx.model`); or a path.
 Both must share the architecture and the tokenizer (rows are encoded once, with the run's
 tokenizer): anything else is refused with a DatablameError, as is a pair with equal weights.
 
@@ -34,8 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs
-from datablame.methods.hidden_states import (
+from datablame.features.context import AttributionContext
+from datablame.features.hidden_states import (
     batches,
     decoder_layers,
     device_of,
@@ -95,22 +95,22 @@ def check_same_tokenizer(tok_a, tok_b, a_name: str, b_name: str, method: str) ->
         )
 
 
-def _resolve_path(inputs: AttributionInputs, spec: str, method: str) -> Path:
+def _resolve_path(ctx: AttributionContext, spec: str, method: str) -> Path:
     if spec == "base":
-        if inputs.base_model is not None:
-            return Path(inputs.base_model)
-        if inputs.checkpoints:
-            log.info("%s: no saved base model; using the first checkpoint %s as 'old'", method, inputs.checkpoints[0])
-            return Path(inputs.checkpoints[0])
+        if ctx.base_model is not None:
+            return Path(ctx.base_model)
+        if ctx.checkpoints:
+            log.info("%s: no saved base model; using the first checkpoint %s as 'old'", method, ctx.checkpoints[0])
+            return Path(ctx.checkpoints[0])
         raise DatablameError(
             f"{method}: this run has no model before training (model/base) and no checkpoints",
             f"set attribution.options.{method}.old to the directory of the model before fine-tuning",
         )
     if spec == "first":
-        if not inputs.checkpoints:
+        if not ctx.checkpoints:
             raise DatablameError(f"{method}: old='first' but the run has no checkpoints",
                                  f"use old: base or a path in attribution.options.{method}.old")
-        return Path(inputs.checkpoints[0])
+        return Path(ctx.checkpoints[0])
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise DatablameError(f"{method}: checkpoint directory {spec} does not exist",
@@ -118,30 +118,30 @@ def _resolve_path(inputs: AttributionInputs, spec: str, method: str) -> Path:
     return path
 
 
-def _load(inputs: AttributionInputs, path: Path) -> tuple[nn.Module, object, str]:
-    key = ("checkpoint_model", str(path.resolve()))
-    if key not in inputs.cache:
+def _load(ctx: AttributionContext, path: Path) -> tuple[nn.Module, object, str]:
+    key = str(path.resolve())
+    if key not in ctx.shared.checkpoint_models:
         from datablame.models import load_model
 
-        loaded = load_model(inputs.model_cfg, path_override=str(path))
+        loaded = load_model(ctx.model_cfg, path_override=str(path))
         loaded.model.eval()
-        inputs.cache[key] = (loaded.model, loaded.tokenizer, loaded.fingerprint)
-    return inputs.cache[key]
+        ctx.shared.checkpoint_models[key] = (loaded.model, loaded.tokenizer, loaded.fingerprint)
+    return ctx.shared.checkpoint_models[key]
 
 
-def checkpoint_pair(inputs: AttributionInputs, old: str = "base", new: str = "model", *, method: str) -> CheckpointPair:
+def checkpoint_pair(ctx: AttributionContext, old: str = "base", new: str = "model", *, method: str) -> CheckpointPair:
     """The (old, new) models, loaded once per run and checked to be comparable."""
-    old_path = _resolve_path(inputs, old, method)
-    old_model, old_tok, old_fp = _load(inputs, old_path)
+    old_path = _resolve_path(ctx, old, method)
+    old_model, old_tok, old_fp = _load(ctx, old_path)
     if new == "model":
-        new_model, new_tok = inputs.model, inputs.tokenizer
-        new_fp = inputs.cache.get("model_info", {}).get("fingerprint")
+        new_model, new_tok = ctx.model, ctx.tokenizer
+        new_fp = ctx.fingerprint
         new_source = "attributed model"
     else:
-        new_path = _resolve_path(inputs, new, method)
-        new_model, new_tok, new_fp = _load(inputs, new_path)
+        new_path = _resolve_path(ctx, new, method)
+        new_model, new_tok, new_fp = _load(ctx, new_path)
         new_source = str(new_path)
-        check_same_tokenizer(new_tok, inputs.tokenizer, new_source, "the run's tokenizer", method)
+        check_same_tokenizer(new_tok, ctx.tokenizer, new_source, "the run's tokenizer", method)
     check_same_tokenizer(old_tok, new_tok, str(old_path), new_source, method)
     check_same_architecture(old_model, new_model, str(old_path), new_source, method)
     if new_fp is None:
@@ -214,22 +214,22 @@ def _path_gradient(model: nn.Module, batch: dict, layer: int, h_old: torch.Tenso
 
 
 def cached_pair_features(
-    inputs: AttributionInputs, pair: CheckpointPair, layers: Sequence[int], *, pooling: str, span: str,
+    ctx: AttributionContext, pair: CheckpointPair, layers: Sequence[int], *, pooling: str, span: str,
     grads: bool, ig_steps: int = 0,
 ) -> tuple[PairFeatures, PairFeatures]:
     """(rows, queries) pair features, computed once per run, pair and setting. A request
     without gradients reuses features computed with them."""
-    base = ("pair_features", pair.key, tuple(layers), pooling, span)
+    base = (pair.key, tuple(layers), pooling, span)
     for key in [(*base, True, ig_steps), (*base, True, 0), (*base, False, 0)] if not grads else [(*base, True, ig_steps)]:
-        if key in inputs.cache:
-            return inputs.cache[key]
-    pad = inputs.tokenizer.pad_token_id or 0
-    bs = inputs.attribution.batch_size
+        if key in ctx.shared.pair_features:
+            return ctx.shared.pair_features[key]
+    pad = ctx.tokenizer.pad_token_id or 0
+    bs = ctx.attribution.batch_size
     what = "checkpoint change" + (f" x gradient (IG, {ig_steps} steps)" if ig_steps else " x gradient" if grads else "")
     kw = dict(pad_id=pad, batch_size=bs, pooling=pooling, span=span, grads=grads, ig_steps=ig_steps)
-    rows = pair_features(pair, inputs.rows, layers, desc=f"training-row {what}", **kw)
-    queries = pair_features(pair, inputs.query_rows, layers, **kw)
-    inputs.cache[(*base, grads, ig_steps if grads else 0)] = (rows, queries)
+    rows = pair_features(pair, ctx.rows, layers, desc=f"training-row {what}", **kw)
+    queries = pair_features(pair, ctx.query_rows, layers, **kw)
+    ctx.shared.pair_features[(*base, grads, ig_steps if grads else 0)] = (rows, queries)
     return rows, queries
 
 

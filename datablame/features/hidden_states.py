@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
-from datablame.methods.base import AttributionInputs
+from datablame.features.context import AttributionContext
 from datablame.models.tokenize import IGNORE, Encoded, pad_batch, per_row_loss
 
 Pooling = Literal["mean", "last"]
@@ -229,17 +229,17 @@ def cosine_per_layer(queries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def attributed_layer_features(
-    inputs: AttributionInputs, layers: Sequence[int], *, pooling: str, span: str, grads: bool
+    ctx: AttributionContext, layers: Sequence[int], *, pooling: str, span: str, grads: bool
 ) -> tuple[LayerFeatures, LayerFeatures]:
     """(rows, queries) features of the attributed model, computed once per run and setting."""
-    key = ("layer_features", tuple(layers), pooling, span, grads)
-    if key not in inputs.cache:
-        pad = inputs.tokenizer.pad_token_id or 0
-        bs = inputs.attribution.batch_size
+    key = (tuple(layers), pooling, span, grads)
+    if key not in ctx.shared.hidden:
+        pad = ctx.tokenizer.pad_token_id or 0
+        bs = ctx.attribution.batch_size
         what = "activation gradients" if grads else "hidden states"
-        rows = layer_features(inputs.model, inputs.rows, layers, pad_id=pad, batch_size=bs, pooling=pooling,
+        rows = layer_features(ctx.model, ctx.rows, layers, pad_id=pad, batch_size=bs, pooling=pooling,
                               span=span, grads=grads, desc=f"training-row {what}")
-        queries = layer_features(inputs.model, inputs.query_rows, layers, pad_id=pad, batch_size=bs,
+        queries = layer_features(ctx.model, ctx.query_rows, layers, pad_id=pad, batch_size=bs,
                                  pooling=pooling, span=span, grads=grads)
-        inputs.cache[key] = (rows, queries)
-    return inputs.cache[key]
+        ctx.shared.hidden[key] = (rows, queries)
+    return ctx.shared.hidden[key]

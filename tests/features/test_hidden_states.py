@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datablame.errors import DatablameError
-from datablame.methods.hidden_states import (
+from datablame.features.hidden_states import (
     decoder_layers,
     forward_layers,
     layer_features,
@@ -15,7 +15,7 @@ from datablame.methods.hidden_states import (
     resolve_layers,
     span_mask,
 )
-from datablame.methods.layer_aggregation import LayerAggregation, fit_convex_weights
+from datablame.features.layer_aggregation import LayerAggregation, fit_convex_weights
 from datablame.models.tokenize import IGNORE, pad_batch, per_row_loss
 
 

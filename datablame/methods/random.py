@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from datablame.methods.base import AttributionInputs, Method, MethodOptions, register
+from datablame.features.context import AttributionContext
+from datablame.methods.base import Method, MethodOptions, register
 
 
 @register
@@ -31,6 +32,6 @@ class RandomBaseline(Method):
         super().__init__(**options)
         self.seed = self.options.seed
 
-    def score(self, inputs: AttributionInputs) -> np.ndarray:
+    def score(self, ctx: AttributionContext) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        return rng.random((len(inputs.queries), len(inputs.corpus)), dtype=np.float64)
+        return rng.random((len(ctx.queries), len(ctx.corpus)), dtype=np.float64)

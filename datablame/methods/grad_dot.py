@@ -1,0 +1,29 @@
+"""Gradient alignment by dot product (seed 003): <g_q, g_r> of projected loss gradients.
+
+One SGD step of size lr on row r changes the query loss by about -lr * <g_q, g_r>, so the
+score is the first-order decrease of the query loss (nats) per unit learning rate.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from datablame.features.context import AttributionContext
+from datablame.features.gradients import gradient_features
+from datablame.methods.base import Method, register
+from datablame.store.rows import dot_scores
+
+
+@register
+class GradDot(Method):
+    name = "grad_dot"
+    family = "gradient"
+    unit = "nats of query loss decrease per unit learning rate (first order)"
+    cost = "one forward+backward per row (activation gradients only)"
+    normalize: ClassVar[bool] = False  # grad_cosine: unit-normalise both gradients first
+
+    def score(self, ctx: AttributionContext) -> np.ndarray:
+        g = gradient_features(ctx)
+        return dot_scores(g.queries, g.rows, normalize=self.normalize)
