@@ -5,7 +5,7 @@
 Runs the real command in a child process (training from scratch included), measures its wall
 time and the child's peak RSS, and writes the run's attribution/results.json (ranked rows,
 recall@10 and mAP against the planted ground truth) with a `benchmark` block
-{command, wall_s, peak_rss_gb, cpu_count, loadavg} to benchmarks/results/demo.json.
+{command, wall_s, peak_rss_gb, cpu_count, device, loadavg} to benchmarks/results/demo.json.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ from datablame.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def _device() -> str:
+    """What `datablame demo` (model.device auto) ran on: the GPU's name, or cpu."""
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
 def main() -> None:
@@ -45,6 +52,7 @@ def main() -> None:
         "wall_s": wall,
         "peak_rss_gb": peak_kb / 2**20,
         "cpu_count": os.cpu_count(),
+        "device": _device(),
         "loadavg_start": list(load_start),
         "loadavg_end": list(os.getloadavg()),
     }

@@ -77,12 +77,31 @@ def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
 def _cores_and_load(start: dict) -> str:
     """'2 CPU cores, load average 10.1 at start (...)' from a machine_facts() record."""
     cores, load = start.get("cpu_count"), start.get("loadavg")
+    if not cores and not load:
+        return "machine not recorded"
     text = f"{cores or '?'} CPU cores"
     if load:
         text += f", load average {load[0]:.1f} at start"
         if cores and load[0] > cores:
             text += " (shared with other jobs: walls inflated)"
     return text
+
+
+def _machine(cores: Any, device: Any, load_start: Any, load_end: Any = None) -> str:
+    """Where a timing was measured, from what its JSON recorded (never guessed): '2 CPU cores,
+    device cpu, load average 1.1 at start -> 2.0 at end', naming what was not recorded."""
+    if not cores and not device and not load_start:
+        return "machine not recorded"
+    parts = [f"{cores} CPU cores" if cores else "CPU count not recorded",
+             f"device {device}" if device else "device not recorded"]
+    if load_start:
+        load = f"load average {load_start[0]:.1f} at start" + (f" → {load_end[0]:.1f} at end" if load_end else "")
+        if cores and max(load_start[0], (load_end or [0])[0]) > cores:
+            load += " (shared with other jobs: walls inflated)"
+        parts.append(load)
+    else:
+        parts.append("load not recorded")
+    return ", ".join(parts)
 
 
 def _provenance(command: str | None, date: str | None, machine: str | None, reproduce: str | None = None) -> str:
@@ -234,7 +253,7 @@ def methods_table() -> str | None:
 
 def demo_table() -> str | None:
     """`benchmarks/results/demo.json`: a copy of the demo's attribution/results.json, optionally
-    with a `benchmark` block {command, wall_s, peak_rss_gb, cpu_count}."""
+    with a `benchmark` block {command, wall_s, peak_rss_gb, cpu_count, device, loadavg_start/end}."""
     d = _load("demo.json")
     if d is None or not d.get("evaluation"):
         return None
@@ -247,7 +266,7 @@ def demo_table() -> str | None:
         extra.append(f"whole command **{_secs(b['wall_s'])}** wall")
     if b.get("peak_rss_gb") is not None:
         extra.append(f"peak RSS {b['peak_rss_gb']:.1f} GB")
-    machine = f"{b['cpu_count']} CPU cores" if b.get("cpu_count") else None
+    machine = _machine(b.get("cpu_count"), b.get("device"), b.get("loadavg_start"), b.get("loadavg_end"))
     lines += ["", (", ".join(extra) + ". " if extra else "")
               + _provenance(b.get("command") or "datablame demo", d.get("created"), machine)]
     return "\n".join(lines)

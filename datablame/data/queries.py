@@ -10,22 +10,48 @@ Every query is checked before any model is loaded, so a bad query costs nothing:
   named `q<position>` later, skipping ids already taken);
 - a run on a file or HF corpus needs at least one query (the synthetic corpora `planted`
   and `hops` bring their own), and a queries file that is named must hold one.
+
+A query must look like the training rows, or it ranks them much worse (recall@10 0.47 -> 0.14
+on one run for a `qa` query without its `Question: ...\nAnswer:` frame). So:
+
+- a query given as the template's fields (`input` [+ `output`], `instruction`) is cleaned and
+  rendered with `data.template` exactly as the rows are (the recommended form);
+- a query given as a `prompt` is taken as written; one outside the template's frame (see
+  `templates.PROMPT_FRAMES`) is warned about, naming the frame and the fields form;
+- under `qa`, a completion after a prompt ending in "Answer:" gets the leading space the
+  template puts before every row's answer when it lacks one (warned about: it changes the text).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from datablame.config import AttributionConfig, QueryConfig, RunConfig
+from datablame.config import QUERY_FIELDS, AttributionConfig, DataConfig, QueryConfig, RunConfig
+from datablame.data.clean import normalize_text
 from datablame.data.corpus import Query
+from datablame.data.templates import (
+    FRAME_TEXT,
+    PROMPT_FRAMES,
+    REQUIRED_FIELDS,
+    TEMPLATE_FIELDS,
+    in_frame,
+    render,
+)
 from datablame.errors import DatablameError
 
-QUERY_KEYS = ("prompt", "completion", "query_id")
-_LINE_FIX = 'write one {"prompt": "...", "completion": "..." or null, "query_id": "..."} object per line'
+log = logging.getLogger("datablame")
+QUERY_KEYS = ("prompt", "completion", *QUERY_FIELDS, "query_id")
+_LINE_FIX = ('write one {"input": "...", "output": "..." or null, "query_id": "..."} object per line '
+             '(or {"prompt": "...", "completion": "..."} for text taken as written)')
+_FIELDS_HINT = {"qa": '{"input": "...", "output": "..."}',
+                "instruction": '{"instruction": "...", "input": "...", "output": "..."}'}
+_QA = DataConfig(source="planted")  # when no data config is given: the `qa` template, default cleaning
+_warned: set[str] = set()  # each warning once per process (queries are resolved before and after training)
 
 
 def _describe(err: ValidationError) -> str:
@@ -37,7 +63,8 @@ def _describe(err: ValidationError) -> str:
         elif e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}' (allowed: {', '.join(QUERY_KEYS)})")
         elif e["type"] == "value_error":
-            parts.append(f"'{key}': {e['msg'].removeprefix('Value error, ')}")
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"'{key}': {msg}" if e["loc"] else msg)
         else:
             value = e.get("input")
             kind = "null" if value is None else type(value).__name__
@@ -45,7 +72,74 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def read_queries_file(path: str | Path) -> list[tuple[Query, str]]:
+def query_template(data: DataConfig) -> str | None:
+    """The template the training rows are rendered with (None: the `hops` corpus has none)."""
+    if data.source == "hops":
+        return None
+    return "qa" if data.source == "planted" else data.template
+
+
+def to_query(q: QueryConfig, where: str, data: DataConfig | None = None) -> Query:
+    """A configured query as a Query: a prompt as written, or the fields rendered like the rows."""
+    if q.prompt is not None:
+        return Query(q.prompt, q.completion, q.query_id or "")
+    data = data or _QA
+    template = query_template(data)
+    if template not in PROMPT_FRAMES:
+        what = "the hops corpus" if template is None else "data.template 'plain'"
+        raise DatablameError(f"{where} gives template fields, but {what} has no prompt frame to render them in",
+                             "give the query as prompt [+ completion], the text exactly as the model should see it")
+    given = [k for k in QUERY_FIELDS if getattr(q, k) is not None]
+    unused = [k for k in given if k not in TEMPLATE_FIELDS[template]]
+    fields = {k: normalize_text(getattr(q, k) or "", data.cleaning) for k in TEMPLATE_FIELDS[template]}
+    blank = [k for k in REQUIRED_FIELDS[template] if (k != "output" or q.output is not None) and not fields[k].strip()]
+    if unused or blank:
+        problem = (f"gives {', '.join(unused)}, which data.template {template!r} does not use" if unused
+                   else f"has no {' or '.join(blank)} (after cleaning)")
+        raise DatablameError(f"{where} {problem}", f"write it as {_FIELDS_HINT[template]} (output may be left out)")
+    prompt, completion = render(template, fields)
+    return Query(prompt, completion if q.output is not None else None, q.query_id or "")
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        log.warning(msg)
+
+
+def _places(wheres: Sequence[str]) -> str:
+    return ", ".join(wheres[:3]) + (f" and {len(wheres) - 3} more" if len(wheres) > 3 else "")
+
+
+def match_template(queries: Sequence[tuple[Query, str]], data: DataConfig | None = None) -> list[tuple[Query, str]]:
+    """Warn about prompts outside the training template's frame; under `qa`, give a completion
+    after "...Answer:" the leading space every row's answer has (with a warning)."""
+    template = query_template(data or _QA)
+    if template not in PROMPT_FRAMES:
+        return list(queries)
+    out, off, spaced = [], [], []
+    for q, where in queries:
+        if not in_frame(template, q.prompt):
+            off.append(where)
+        elif template == "qa" and q.completion and q.prompt.endswith(":") and not q.completion[0].isspace():
+            q = Query(q.prompt, " " + q.completion, q.query_id, dict(q.metadata))
+            spaced.append(where)
+        out.append((q, where))
+    if off:
+        _warn_once(
+            f"{len(off)} quer{'y does' if len(off) == 1 else 'ies do'} not follow the training template {template!r} "
+            f"({FRAME_TEXT[template]}): {_places(off)}. A query that does not look like the training rows ranks "
+            f"them much worse. Give it as {_FIELDS_HINT[template]} to have it rendered like the rows, "
+            "or write its prompt in that frame.")
+    if spaced:
+        _warn_once(
+            f"added the leading space the 'qa' template puts before every answer to the completion of {_places(spaced)} "
+            '(the rows read "Answer: <output>"). Write the completion with its leading space, or give the query '
+            f"as {_FIELDS_HINT['qa']}, to silence this.")
+    return out
+
+
+def read_queries_file(path: str | Path, data: DataConfig | None = None) -> list[tuple[Query, str]]:
     """The queries of a JSONL file, each with where it came from ("FILE line N")."""
     path = Path(path)
     if not path.is_file():
@@ -77,7 +171,7 @@ def read_queries_file(path: str | Path) -> list[tuple[Query, str]]:
             q = QueryConfig.model_validate(d)
         except ValidationError as err:
             raise DatablameError(f"line {n} of queries file {path}: {_describe(err)}", _LINE_FIX) from None
-        out.append((Query(q.prompt, q.completion, q.query_id or ""), f"{path} line {n}"))
+        out.append((to_query(q, f"{path} line {n}", data), f"{path} line {n}"))
     if not out:
         raise DatablameError(f"queries file {path} holds no queries",
                              f"add queries to it ({_LINE_FIX}), or set attribution.queries_file: null")
@@ -98,19 +192,20 @@ def check_unique_ids(queries: Sequence[tuple[Query, str]]) -> None:
         first[q.query_id] = where
 
 
-def config_queries(a: AttributionConfig) -> list[Query]:
-    """`attribution.queries` then the queries file, checked (the list may be empty)."""
-    qs = [(Query(q.prompt, q.completion, q.query_id or ""), f"attribution.queries[{i}]")
+def config_queries(a: AttributionConfig, data: DataConfig | None = None) -> list[Query]:
+    """`attribution.queries` then the queries file, checked and matched to the training
+    template of `data` (default: `qa`); the list may be empty."""
+    qs = [(to_query(q, f"attribution.queries[{i}]", data), f"attribution.queries[{i}]")
           for i, q in enumerate(a.queries)]
     if a.queries_file:
-        qs += read_queries_file(a.queries_file)
+        qs += read_queries_file(a.queries_file, data)
     check_unique_ids(qs)
-    return [q for q, _ in qs]
+    return [q for q, _ in match_template(qs, data)]
 
 
 def resolve_queries(cfg: RunConfig, builtin: Sequence[Query] = ()) -> list[Query]:
     """The run's queries: the configured ones, else the corpus' built-in ones; never none."""
-    qs = config_queries(cfg.attribution) or list(builtin)
+    qs = config_queries(cfg.attribution, cfg.data) or list(builtin)
     if not qs:
         synthetic = cfg.data.source in ("planted", "hops")
         raise DatablameError(

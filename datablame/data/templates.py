@@ -44,6 +44,27 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# template -> (start, end) of every prompt it renders (plain has no frame); queries are checked
+# against it (datablame.data.queries), since a query that does not look like training ranks worse
+PROMPT_FRAMES: dict[str, tuple[str, str]] = {
+    "qa": ("Question: ", "\nAnswer:"),
+    "instruction": ("### Instruction:\n", "### Response:\n"),
+}
+FRAME_TEXT: dict[str, str] = {
+    "qa": 'prompt "Question: {input}\\nAnswer:", completion " {output}" (with the space)',
+    "instruction": 'prompt "### Instruction:\\n{instruction}\\n\\n[### Input:\\n{input}\\n\\n]### Response:\\n", '
+                   'completion "{output}"',
+}
+
+
+def in_frame(template: str, prompt: str) -> bool:
+    """Whether `prompt` has the start and end of the template's prompts (trailing spaces allowed)."""
+    if template not in PROMPT_FRAMES:
+        return True
+    start, end = PROMPT_FRAMES[template]
+    return prompt.startswith(start) and prompt.rstrip(" ").endswith(end)
+
+
 def render_qa(question: str, answer: str) -> tuple[str, str]:
     """The `qa` pair for a question and its answer."""
     return QA_PROMPT.format(input=question), QA_COMPLETION.format(output=answer)

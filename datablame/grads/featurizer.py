@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
 from datablame.grads.modules import linear_dims, uses_bias
+from datablame.grads.progress import EtaLog
 from datablame.grads.projection import FactoredProjection
 from datablame.models.tokenize import Encoded, pad_batch, per_row_loss
 
@@ -150,6 +151,8 @@ class GradientFeaturizer:
         n = len(encoded)
         feats = torch.empty((n, self.dim), dtype=torch.float32)
         losses = torch.empty(n, dtype=torch.float32)
+        # after two batches: measured s/row x rows left (logged when the stage is long); the bar shows an ETA
+        eta = EtaLog(desc or "featurize", n, "row", after=2 * batch_size) if desc is not False else None
         with self._frozen():
             for start in tqdm(range(0, n, batch_size), desc=desc or "featurize", disable=desc is False or n <= batch_size, unit="batch"):
                 idx = slice(start, min(start + batch_size, n))
@@ -157,6 +160,8 @@ class GradientFeaturizer:
                 f, lo = self.featurize_batch(batch, observer)
                 feats[idx] = f.cpu()
                 losses[idx] = lo.cpu()
+                if eta is not None:
+                    eta.update(idx.stop)
         return feats, losses
 
 

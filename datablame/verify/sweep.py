@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 from datablame.config import RayConfig
 from datablame.errors import DatablameError
+from datablame.grads.progress import EtaLog
 from datablame.layout import sweep_jobs_dir
 from datablame.utils.io import atomic_write_json
 from datablame.verify.retrain import RetrainContext, RetrainJob, execute, job_key
@@ -117,7 +119,10 @@ def run_jobs(
     outcome = SweepOutcome(results, keys, 0, reused, 0.0, ray_cfg.runner)
     if todo:
         log.info("%s: %d jobs to train, %d already done (%s)", desc, len(todo), reused, sweep_jobs_dir(out_dir))
-    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="model")
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="model")  # shows an ETA
+    # after the first job (serial) or the first round of parallel ones: s/model x models left
+    at_once = 1 if ray_cfg.runner == "serial" else (ray_cfg.num_cpus or os.cpu_count() or 1) // ray_cfg.threads_per_job
+    eta = EtaLog(desc, len(todo), "model", after=max(1, at_once), min_total_s=0.0)
 
     def finish(key: str, rec: dict[str, Any]) -> None:
         rec = {"key": key, "identity": identity, **rec}
@@ -125,6 +130,7 @@ def run_jobs(
         results[key] = rec
         outcome.trained += 1
         bar.update(1)
+        eta.update(outcome.trained)
 
     try:
         if todo and ray_cfg.runner == "serial":
