@@ -76,6 +76,12 @@ class ModelLayout:
     def checkpoint(self, step: int) -> Path:
         return self.root / f"checkpoint-{int(step)}"
 
+    @property
+    def superseded_dir(self) -> Path:
+        """What a changed training length set aside, one `<UTC time>/` folder each: a final model
+        of the old length, checkpoints past the new one (kept, but no longer the run's)."""
+        return self.root / "superseded"
+
     def has_checkpoint_dirs(self) -> bool:
         """Anything named `checkpoint-*` (even one a Trainer left half-written)."""
         return any(self.root.glob("checkpoint-*"))

@@ -2,7 +2,11 @@
 
 A directory that holds another run (different data, model or training settings) is never
 reused silently: the user picks another `output.dir`, or sets `output.overwrite: true`, in
-which case the old directory is moved aside (renamed), not deleted.
+which case the old directory is moved aside (renamed), not deleted. Two exceptions, each
+with a log line: a directory whose run finished nothing (a failed or interrupted start:
+no trained model, checkpoint or result) is reused with the new settings; and when only
+the training length changed (`num_train_epochs`, `max_steps`), `train` resumes from the
+last checkpoint within the new length (see `datablame.train.finetune` for the lr schedule).
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
+
+import yaml
 
 from datablame.config import RunConfig
 from datablame.errors import DatablameError
-from datablame.layout import MARKER, RunLayout
+from datablame.layout import MARKER, ModelLayout, RunLayout
 from datablame.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("datablame")
@@ -66,25 +73,46 @@ def prepare_run_dir(cfg: RunConfig, data_fingerprint: str | None = None) -> Path
                 "choose an empty or new output.dir",
             )
         old: dict | None = read_marker(out)
+        length_change: list[str] = []
         if old.get("run_key") == full_run_key(cfg):  # same run, marker from an older version
             old = {**old, "run_key": key}
             atomic_write_json(marker, old)
         elif old.get("run_key") != key:
-            if not cfg.output.overwrite:
+            diff = settings_diff(_marker_config(out, old), cfg)
+            if not _kept_work(out):  # a failed or interrupted start: nothing worth keeping
+                _replace_unfinished(out, f"its earlier settings{_diff_text(diff)}")
+                old = None
+            elif diff and all(d.split(" ", 1)[0] in _LENGTH for d in diff) and not cfg.output.overwrite:
+                if data_fingerprint is None:  # attribute/verify/...: the model is the old length
+                    raise DatablameError(
+                        f"the model in {RunLayout(out).model_dir} was trained for another length than this "
+                        f"config asks for{_diff_text(diff)}",
+                        "run `datablame train` first (it resumes from the last checkpoint within the new "
+                        "length), or restore the training length, or choose another output.dir",
+                    )
+                length_change = diff
+            elif not cfg.output.overwrite:
                 raise DatablameError(
                     f"output directory {out} holds another run ({old.get('name')!r}, created "
-                    f"{old.get('created')}) with different data/model/training settings",
+                    f"{old.get('created')}) with different data/model/training settings{_diff_text(diff)}",
                     "choose another output.dir, or set output.overwrite: true (the old run is "
                     "moved aside, not deleted)",
                 )
-            _move_aside(out)
-            old = None
+            else:
+                _move_aside(out)
+                old = None
         trained = trained_data_fingerprint(out) if old is not None and data_fingerprint else None
         if trained is not None and trained != data_fingerprint:
-            if not cfg.output.overwrite:
+            if not _kept_work(out):  # only the leftovers of a start that failed: rebuilt from this data
+                _replace_unfinished(out, f"the data fingerprint {trained[:12]} of its unfinished start")
+            elif not cfg.output.overwrite:
                 raise data_changed_error(cfg, out, trained, data_fingerprint)
-            log.info("%s changed since the model in %s was trained: moving the old run aside", _data_desc(cfg), out)
-            _move_aside(out)
+            else:
+                log.info("%s changed since the model in %s was trained: moving the old run aside",
+                         _data_desc(cfg), out)
+                _move_aside(out)
+        if length_change:
+            _change_length(out, cfg, length_change)
     out.mkdir(parents=True, exist_ok=True)
     if not marker.is_file():
         atomic_write_json(
@@ -108,6 +136,104 @@ def read_marker(out: Path) -> dict:
     if not isinstance(raw, dict):
         raise DatablameError(f"the run marker {marker} is not a JSON object (it holds a {type(raw).__name__})", fix)
     return raw
+
+
+# --- reusing a run directory: a corrected rerun, or a longer/shorter training ----------
+
+_LENGTH = ("training.num_train_epochs", "training.max_steps")  # may change; training then resumes
+
+
+def _marker_config(out: Path, marker: dict) -> RunConfig | None:
+    """The settings the marker stands for, from the run's resolved config; None when that file
+    is missing or unreadable, or no longer hashes to the marker's key."""
+    from datablame.config import load_yaml, parse_config
+
+    try:
+        old = parse_config(load_yaml(RunLayout(out).resolved_config.read_text(encoding="utf-8")))
+    except (OSError, ValueError, yaml.YAMLError, DatablameError):
+        return None
+    return old if marker.get("run_key") in (run_key(old), full_run_key(old)) else None
+
+
+def settings_diff(old: RunConfig | None, new: RunConfig) -> list[str] | None:
+    """The data/model/training settings that differ, as `section.key old -> new`; None when
+    the old settings are unknown."""
+    if old is None:
+        return None
+
+    def flat(cfg: RunConfig) -> dict[str, object]:
+        d = cfg.model_dump(mode="json")
+        return {f"{sec}.{k}": v for sec in ("data", "model", "training") for k, v in d[sec].items()}
+
+    a, b = flat(old), flat(new)
+    return [f"{k} {_short(a.get(k))} -> {_short(b.get(k))}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def _short(v: object) -> str:
+    r = json.dumps(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _diff_text(diff: list[str] | None) -> str:
+    return f" ({'; '.join(diff)})" if diff else ""
+
+
+def _kept_work(out: Path) -> Path | None:
+    """A file worth keeping in `out` (a trained model, a checkpoint, a result, a store, ...),
+    or None when it holds only what a start that never finished a stage leaves: the marker,
+    the resolved config, the training record and a tiny model's base (rebuilt in seconds)."""
+    lay = RunLayout(out)
+    spare = {lay.marker, lay.resolved_config, lay.train_record}
+    return next((p for p in out.rglob("*")
+                 if p.is_file() and p not in spare and not p.is_relative_to(lay.base_model)), None)
+
+
+def _replace_unfinished(out: Path, what: str) -> None:
+    """Clear the leftovers of a start that finished nothing, so this run starts afresh here."""
+    lay = RunLayout(out)
+    old = read_marker(out)
+    if lay.base_model.is_dir():
+        shutil.rmtree(lay.base_model)
+    lay.train_record.unlink(missing_ok=True)
+    lay.marker.unlink(missing_ok=True)
+    log.info("output directory %s held an unfinished run (%r, created %s; no trained model, checkpoint or "
+             "result): reusing it and replacing %s", out, old.get("name"), old.get("created"), what)
+
+
+def set_aside(model: ModelLayout, paths: list[Path], why: str) -> Path | None:
+    """Move the existing `paths` (under `model`) into `model/superseded/<UTC time>/`, kept whole
+    and out of the run's view (checkpoint lists, the final model); returns that folder."""
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest, n = model.superseded_dir / stamp, 1
+    while dest.exists():
+        n += 1
+        dest = model.superseded_dir / f"{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for p in paths:
+        p.rename(dest / p.name)
+    log.info("set aside %s in %s (%s)", ", ".join(p.name for p in paths), dest, why)
+    return dest
+
+
+def _change_length(out: Path, cfg: RunConfig, diff: list[str]) -> None:
+    """Only the training length changed: the checkpoints stay (training resumes from the last
+    one within the new length, `datablame.train.finetune`), a model finished at the old length
+    is set aside, and the marker takes the new settings."""
+    lay = RunLayout(out)
+    moved = set_aside(lay.model, [lay.final_model, lay.train_summary], "trained for the old length")
+    atomic_write_json(lay.marker, {**read_marker(out), "run_key": run_key(cfg)})
+    try:
+        rec = json.loads(lay.train_record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        rec = None
+    if isinstance(rec, dict):
+        atomic_write_json(lay.train_record, {**rec, "run_key": run_key(cfg)})
+    log.info("only the training length changed (%s): training resumes from the last checkpoint within the "
+             "new length instead of starting over%s", "; ".join(diff),
+             " (the model finished at the old length is kept aside)" if moved else "")
 
 
 # --- what the trained model was trained on ------------------------------------------

@@ -4,11 +4,24 @@ The rows are encoded with the same template and answer-only mask that attributio
 Data order is fixed by `training.seed` (Trainer's seeded sampler), so training on the same
 rows with the same config gives the same model; checkpoints are kept for methods that
 need them (TracIn, cross-checkpoint) and a rerun resumes from the last one.
+
+When only the training length changed (`num_train_epochs`, `max_steps`; `datablame.runs`
+lets such a config reuse the run), training resumes from the last checkpoint within the new
+total and checkpoints past it are set aside (`model/superseded/`). The lr schedule: Trainer
+builds it for the new total and continues it at the checkpoint's step, so steps up to the
+checkpoint followed the schedule of the old total and later steps the new one. A `constant`
+schedule (or `constant_with_warmup` with the same warmup) does not depend on the total, so the
+model equals one trained for the new length from the start; any other schedule gives a
+mixed one (logged when resuming), and attribution's rebuilt schedule
+(`features.checkpoints.checkpoint_schedule`) then notices the mismatch and uses the rates
+training logged instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +33,7 @@ from torch.utils.data import Dataset
 from datablame.config import ModelConfig, TrainingConfig
 from datablame.data.corpus import Corpus
 from datablame.errors import DatablameError
-from datablame.layout import ModelLayout
+from datablame.layout import ModelLayout, checkpoint_step
 from datablame.models.tokenize import Encoded, encode_pairs, pad_batch
 
 log = logging.getLogger("datablame")
@@ -79,6 +92,76 @@ def resumable_checkpoint(output_dir: str | Path) -> Path | None:
             return ckpt
         log.warning("not resuming from %s: %s; trying an earlier checkpoint", ckpt, why)
     return None
+
+
+def planned_steps(cfg: TrainingConfig, n_rows: int) -> int:
+    """Optimizer steps Trainer takes on `n_rows` rows (one device): `max_steps`, else
+    ceil(epochs x steps per epoch), a step being `gradient_accumulation_steps` batches."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = max(math.ceil(math.ceil(n_rows / cfg.per_device_train_batch_size) / cfg.gradient_accumulation_steps), 1)
+    return math.ceil(cfg.num_train_epochs * per_epoch)
+
+
+def _planned_total(ckpt: Path) -> int | None:
+    """The total steps the training that saved `ckpt` was heading for (its trainer_state.json)."""
+    try:
+        total = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8")).get("max_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return total if isinstance(total, int) and total > 0 else None
+
+
+def _resume_note(ckpt: Path, total: int, cfg: TrainingConfig) -> str:
+    """The log line saying where training resumes and why (and what a changed length does to the lr)."""
+    step, old = checkpoint_step(ckpt), _planned_total(ckpt)
+    if old is None or old == total:
+        return f"resuming training from {ckpt.name} (step {step} of {total}): the last intact checkpoint"
+    warm = [math.ceil(t * cfg.warmup_ratio) for t in (old, total)]
+    same = cfg.lr_scheduler_type == "constant" or (cfg.lr_scheduler_type == "constant_with_warmup"
+                                                    and warm[0] == warm[1])
+    lr = (f"the {cfg.lr_scheduler_type} lr schedule does not depend on the total, so the model is the one "
+          f"{total} steps from the start would give" if same else
+          f"the {cfg.lr_scheduler_type} lr schedule depends on the total: steps 1-{step} followed it for {old} "
+          f"steps, the rest follow it for {total}, so the model differs from one trained {total} steps from "
+          "the start (for that, set output.overwrite: true or use a new output.dir)")
+    return (f"resuming training from {ckpt.name} (step {step}), the last intact checkpoint within the new total "
+            f"of {total} steps (it was saved by a training of {old} steps, same data, model and other "
+            f"settings), instead of starting over; {lr}")
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _eta_callback(probe: int = 5):
+    """A Trainer callback that logs the optimizer steps before training and, after `probe`
+    steps (the first, with its setup cost, not counted), the measured s/step and total time."""
+    from transformers import TrainerCallback
+
+    class _Eta(TrainerCallback):
+        start, t1, said = 0, 0.0, False
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = state.global_step
+            at = f", resuming at step {state.global_step}" if state.global_step else ""
+            log.info("training: %d optimizer steps in all%s (%d to go)", state.max_steps, at,
+                     state.max_steps - state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            done = state.global_step - self.start
+            if done == 1:
+                self.t1 = time.perf_counter()
+            elif done > 1 and not self.said and (done - 1 >= probe or state.global_step >= state.max_steps):
+                self.said = True
+                per = (time.perf_counter() - self.t1) / (done - 1)
+                todo = state.max_steps - self.start
+                log.info("training: %.3g s/step measured over %d steps; estimated %s for the %d steps of this "
+                         "training, about %s left", per, done - 1, _duration(per * todo), todo,
+                         _duration(per * (state.max_steps - state.global_step)))
+
+    return _Eta()
 
 
 def _use_bf16(cfg: TrainingConfig) -> bool:
@@ -188,10 +271,27 @@ def finetune(
         args=args,
         train_dataset=_EncodedDataset(enc, keep),
         data_collator=_Collator(tokenizer.pad_token_id),
+        callbacks=[_eta_callback()],
     )
+    total = planned_steps(train_cfg, len(keep))
+    beyond = [c for c in list_checkpoints(output_dir) if (checkpoint_step(c) or 0) > total]
+    if beyond:  # from a longer training: never resumed from, nor listed as this run's
+        from datablame.runs import set_aside
+
+        set_aside(ModelLayout(output_dir), beyond, f"past the new total of {total} steps")
     resume_from = resumable_checkpoint(output_dir) if train_cfg.resume else None
+    if resume_from is not None:
+        log.info("%s", _resume_note(resume_from, total, train_cfg))
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None and (checkpoint_step(resume_from) or 0) >= total:
+        # nothing left to train; Trainer would still take a step when the total ends mid-epoch
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(str(resume_from))
+        trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+        log.info("%s is at the total of %d steps: its weights are the trained model", resume_from.name, total)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - t0
     model = trainer.model
     model.eval()
