@@ -179,11 +179,11 @@ def inspect(
     except DatablameError as err:
         sel = cfg.attribution.modules
         raise DatablameError(
-            f"{err.problem}; factors exist for the {len(names)} modules that attribution.modules selects "
-            f"({f'pattern {sel.pattern!r}' if sel.pattern else f'the {sel.preset!r} preset'}, layers "
-            f"{sel.layers or 'all'}): {', '.join(names)}",
-            "pass --layer with one of those names (or a unique suffix such as 'layers.0.mlp.down_proj'), "
-            "or widen attribution.modules (pattern or preset) to include the layer",
+            f"{err.problem} (the modules that attribution.modules selects: "
+            f"{f'pattern {sel.pattern!r}' if sel.pattern else f'the {sel.preset!r} preset'}, layers "
+            f"{sel.layers or 'all'})",
+            f"{err.fix} (a unique suffix or a regex works too), or widen attribution.modules (pattern or "
+            "preset) to include the layer",
         ) from None
     pre = fit_preconditioner(inputs, kind, fisher=method.fisher, fit_rows=method.fit_rows, seed=method.seed,
                              reuse=method.reuse)
@@ -305,10 +305,11 @@ def demo(output_dir: str = "runs/demo", overwrite: bool = False) -> RunOutcome:
 
 def write_example(path: str | Path, example: str = "default", *, force: bool = False) -> Path:
     """Write a commented example config (`datablame init`); `example`: a key of
-    `datablame.templates.EXAMPLES`."""
+    `datablame.templates.EXAMPLES` (`default` runs offline). Its comments list every
+    registered attribution method (family and cost) from the registry."""
     from importlib import resources
 
-    from datablame.templates import EXAMPLES
+    from datablame.templates import EXAMPLES, render
     from datablame.utils.io import atomic_write_text
 
     path = Path(path)
@@ -317,8 +318,17 @@ def write_example(path: str | Path, example: str = "default", *, force: bool = F
     if path.exists() and not force:
         raise DatablameError(f"{path} already exists", "pass another path, or --force to replace it")
     text = resources.files("datablame.templates").joinpath(EXAMPLES[example]).read_text(encoding="utf-8")
-    atomic_write_text(path, text)
+    described = describe_methods()
+    width = max(len(d["name"]) + len(d["family"]) for d in described) + 4
+    lines = [f"the {len(described)} methods (`datablame methods` for their options):"]
+    lines += [f"{(d['name'] + '  [' + d['family'] + ']').ljust(width)}  {_shorten(d['cost'], 58)}" for d in described]
+    atomic_write_text(path, render(example, text, lines))
     return path
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def verify(

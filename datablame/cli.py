@@ -6,9 +6,10 @@ import logging
 import os
 import sys
 import time
+import warnings
 from functools import wraps
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,9 +17,86 @@ from datablame.error_paths import FILE_AND_INPUT_ERRORS, as_datablame_error
 from datablame.errors import DatablameError
 from datablame.templates import EXAMPLES
 
+if TYPE_CHECKING:
+    from datablame.config import RunConfig
+
+# Messages of libraries that tell a datablame user nothing, silenced here, before the commands
+# import those libraries (they do so lazily). Our own warnings and logs (datablame.*) are untouched.
+QUIET_LOGGERS = {
+    "faiss.loader": logging.WARNING,  # "Loading faiss with AVX512 support." (INFO; our root logs INFO)
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,  # token-auth banner of ray.init
+    "ray._private.worker": logging.WARNING,  # "Started a local Ray instance."
+}
+QUIET_FUTURE_WARNINGS = r"(transformers|peft|accelerate|sentence_transformers)(\..*)?$"  # their deprecations
+
+
+def _quiet_libraries() -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=QUIET_FUTURE_WARNINGS)
+
+
+_quiet_libraries()
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="git blame for model behaviour.")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from datablame import api
+
+        typer.echo(f"datablame {api.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """git blame for model behaviour."""
+
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="run YAML (see `datablame init`)")]
+OptionOpt = Annotated[list[str] | None, typer.Option(
+    help="METHOD.KEY=VALUE: a method option over attribution.options (repeatable; value read as YAML)")]
+
+
+def parse_options(items: list[str]) -> dict[str, dict]:
+    """`name.key=value` (value parsed as YAML) -> {name: {key: value}} (`--option`, repeatable)."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        head, sep, raw = item.partition("=")
+        name, dot, key = head.partition(".")
+        if not sep or not dot or not name or not key:
+            raise DatablameError(f"--option {item!r} is not NAME.KEY=VALUE",
+                                 "e.g. --option ekfac.damping=0.001 or --option bergson.unit_normalize=false")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise DatablameError(f"--option {item!r}: the value is not YAML ({str(err).splitlines()[0]})",
+                                 "quote it, e.g. --option 'ekfac.modules=[a, b]'") from None
+        out.setdefault(name.strip(), {})[key.strip()] = value
+    return out
+
+
+def with_options(cfg: RunConfig, options: dict[str, dict]) -> RunConfig:
+    """`cfg` with `options` ({method: {key: value}}) laid over `attribution.options`, checked
+    like the config's own (an unknown method or option, or a wrong type, names the flag)."""
+    if not options:
+        return cfg
+    from datablame import api
+
+    merged = {name: dict(opts) for name, opts in cfg.attribution.options.items()}
+    for name, opts in options.items():
+        merged.setdefault(name, {}).update(opts)
+    new = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(update={"options": merged})})
+    try:
+        api.check_options(new)
+    except DatablameError as err:
+        raise DatablameError(f"--option: {err.problem}", err.fix) from None
+    return new
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -65,6 +143,9 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         _log_to_stderr()
+        columns = os.environ.get("COLUMNS")
+        if columns is None and not sys.stdout.isatty():
+            os.environ["COLUMNS"] = str(PIPED_COLUMNS)  # rich tables in full, not cut at 80 columns
         try:
             return fn(*args, **kwargs)
         except DatablameError as err:
@@ -72,8 +153,16 @@ def friendly(fn):
         except FILE_AND_INPUT_ERRORS as err:
             logging.getLogger("datablame").debug("reported as a one-line error", exc_info=True)
             _report(as_datablame_error(err))
+        finally:
+            if columns is None:
+                os.environ.pop("COLUMNS", None)
 
     return wrapper
+
+
+# Width of the console when stdout is a pipe or file: rich tables are as wide as their cells
+# (they never stretch), so this only stops rich from cutting them to its 80-column default.
+PIPED_COLUMNS = 1000
 
 
 def _report(err: DatablameError):
@@ -115,16 +204,17 @@ def attribute(
     config: ConfigOpt,
     method: Annotated[str | None, typer.Option(help="comma-separated methods (default: from config); "
                                                      "`datablame methods` lists them")] = None,
+    option: OptionOpt = None,
 ) -> None:
     """Rank the training rows responsible for each query's completion.
 
     `datablame methods` lists every method with its family, sign, unit, cost and the options it
-    takes under `attribution.options.<method>`."""
+    takes under `attribution.options.<method>` (or `--option METHOD.KEY=VALUE`)."""
     from datablame import api
     from datablame.api import load_config
     from datablame.report import print_table
 
-    cfg = load_config(config)
+    cfg = with_options(load_config(config), parse_options(option or []))
     methods = [m.strip() for m in method.split(",")] if method else None
     result, paths = api.attribute(cfg, methods=methods)
     print_table(result)

@@ -11,28 +11,15 @@ from typing import Annotated
 
 import typer
 
-from datablame.cli import app, friendly
+from datablame.cli import app, friendly, parse_options
 from datablame.errors import DatablameError
 from datablame.layout import RunLayout
+
+_parse_options = parse_options  # the shared parser (datablame.cli); old name kept for importers
 
 
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _parse_options(items: list[str]) -> dict[str, dict]:
-    """`name.key=value` (value parsed as YAML) -> {name: {key: value}}."""
-    import yaml
-
-    out: dict[str, dict] = {}
-    for item in items:
-        head, sep, raw = item.partition("=")
-        name, dot, key = head.partition(".")
-        if not sep or not dot or not name or not key:
-            raise DatablameError(f"--option {item!r} is not NAME.KEY=VALUE",
-                                 "e.g. --option ekfac.damping=0.001 or --option bergson.unit_normalize=false")
-        out.setdefault(name.strip(), {})[key.strip()] = yaml.safe_load(raw)
-    return out
 
 
 @app.command()
@@ -74,7 +61,7 @@ def bench(
         default_out = f"runs/bench-{corpus}" + ("" if size == "full" else f"-{size}")
         cfg = api.bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite)
     result = api.bench(
-        cfg, corpus, methods=_split(methods) or None, peers=_split(peers), options=_parse_options(option or []),
+        cfg, corpus, methods=_split(methods) or None, peers=_split(peers), options=parse_options(option or []),
         n_boot=bootstrap, results_dir=results_dir, results_name=results_name, threads=threads, started=t0, resume=resume,
         command="datablame " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )

@@ -15,6 +15,10 @@ Address = Annotated[str | None, typer.Option(help="join a Ray cluster ('auto', '
 Serial = Annotated[bool, typer.Option(help="train one job after another in this process, without Ray")]
 
 
+ONE_SEED_NOTE = ("— : the interval and p-value need >= 2 seeds (verify.seeds or --seeds, e.g. 0,1,2); "
+                 "with one seed the verdict asks for an effect above two control spreads")
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None:
         return "—"
@@ -100,6 +104,8 @@ def verify(
             t.add_row(s["method"], str(s["k"]), f"all {s['queries']}", _fmt(e["mean"]),
                       f"[{_fmt(e['low'])}, {_fmt(e['high'])}]", _fmt(s["p_value"], 2), "", "",
                       ", ".join(f"{v} {n}" for n, v in s["verdicts"].items() if v), style="bold")
+        if len(d["settings"]["seeds"]) < 2:
+            t.caption = ONE_SEED_NOTE
         console.print(t)
     des = d["design"]
     typer.echo(f"trainings: {des.get('trained')} new, {des.get('reused')} reused; wall {d['timing']['wall_s']:.0f} s")

@@ -23,16 +23,40 @@ import torch
 from datablame.curvature.base import HEURISTIC_DAMPING_SCALE, Preconditioner, factor_path
 from datablame.errors import DatablameError
 
+SHOWN_MODULES = 5  # how many module names an error lists
+
 
 def resolve_module(names: list[str], module: str) -> str:
-    """An exact module name, else the one name ending with `module` (e.g. 'layers.1.mlp.down_proj')."""
+    """An exact module name, else the one name ending with `module` (e.g. 'layers.1.mlp.down_proj'),
+    else the one name the regex `module` matches. Otherwise the error lists a few names (the
+    matches, or the closest by spelling) and a count, and suggests only names in `names`."""
     if module in names:
         return module
     hits = [n for n in names if n.endswith(module)] or [n for n in names if re.search(module, n)]
     if len(hits) == 1:
         return hits[0]
-    what = "matches several modules: " + ", ".join(hits[:6]) if hits else "matches no fitted module"
-    raise DatablameError(f"layer {module!r} {what}", f"name one of the fitted modules, e.g. {names[-1]!r} (all: {names})")
+    if hits:
+        more = f" and {len(hits) - SHOWN_MODULES} more" if len(hits) > SHOWN_MODULES else ""
+        raise DatablameError(f"layer {module!r} matches several modules ({len(hits)} of the {len(names)} "
+                             f"fitted): {', '.join(hits[:SHOWN_MODULES])}{more}",
+                             f"name one exactly, e.g. --layer {hits[0]}")
+    close = closest_modules(names, module, n=len(names) if len(names) <= 2 * SHOWN_MODULES else SHOWN_MODULES)
+    shown = f"they are {', '.join(close)}" if len(close) == len(names) else f"closest: {', '.join(close)}"
+    raise DatablameError(f"layer {module!r} matches no fitted module (of {len(names)}); {shown}",
+                         f"name one of them, e.g. --layer {close[0]}" if close else "fit factors for some modules first")
+
+
+def closest_modules(names: list[str], module: str, n: int = SHOWN_MODULES) -> list[str]:
+    """The `n` names in `names` spelled most like `module` (a full name or a dotted suffix)."""
+    from difflib import SequenceMatcher
+
+    parts = module.count(".") + 1
+
+    def score(name: str) -> float:
+        tail = ".".join(name.split(".")[-parts:])
+        return max(SequenceMatcher(None, module, name).ratio(), SequenceMatcher(None, module, tail).ratio())
+
+    return sorted(names, key=lambda name: (-score(name), names.index(name)))[:n]
 
 
 def _load(source: Preconditioner | str | Path, kind: str) -> Preconditioner:

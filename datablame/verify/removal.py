@@ -57,6 +57,8 @@ from datablame.verify.stats import (
 from datablame.verify.sweep import run_jobs
 
 log = logging.getLogger("datablame")
+# with one seed the effect has no spread to estimate: the interval and p-value are undefined (null)
+ONE_SEED_NOTE = "interval and p-value need >= 2 seeds (verify.seeds or --seeds, e.g. 0,1,2)"
 
 
 @dataclass
@@ -274,6 +276,7 @@ def verify(
                     "rows": [corpus[i].row_id for i in chosen[m, q, k]],
                     "generations": [gen(top[m, q, k, s], q) for s in S],
                     "original": original[q],
+                    **({"interval_note": ONE_SEED_NOTE} if len(S) < 2 else {}),
                 })
             pooled = seed_effects.mean(axis=0)  # per seed, averaged over queries
             iv = t_interval(pooled, vcfg.confidence)
@@ -281,6 +284,7 @@ def verify(
                 "method": m, "k": k, "queries": len(qids), "effect": iv.to_dict(), "p_value": t_test_p(pooled),
                 "top_rise": t_interval(seed_top_rise.mean(axis=0), vcfg.confidence).to_dict(),
                 "verdicts": verdicts,
+                **({"interval_note": ONE_SEED_NOTE} if len(S) < 2 else {}),
             })
     bands = []
     for k in vcfg.k:
