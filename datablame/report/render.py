@@ -5,7 +5,25 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from datablame.report.results import AttributionResult
+from datablame.report.confidence import confidence_line
+from datablame.report.results import AttributionResult, QueryResult
+
+
+def behaviour_line(q: QueryResult) -> str | None:
+    """The model's behaviour on the query in one sentence (None when it was not measured)."""
+    b = q.behaviour
+    if not b:
+        return None
+    loss = f"completion loss {b['loss']:.3f} nats/token"
+    if b.get("base_loss") is not None:
+        loss += f" (base model {b['base_loss']:.3f})"
+    match = f"greedy decoding {'reproduces' if b['exact'] else 'does not reproduce'} it " \
+            f"({100 * b['token_match']:.0f}% of {b['tokens']} tokens match)" if b["tokens"] else "no completion tokens"
+    return f"{loss}; {match}"
+
+
+def _mark(r) -> str:
+    return f" ({r.mark})" if getattr(r, "mark", None) else ""
 
 
 def _short(text: str, n: int = 90) -> str:
@@ -28,11 +46,19 @@ def render_markdown(res: AttributionResult) -> str:
     for q in res.queries:
         lines += ["", f"## {q.query_id}", "", f"**Prompt:** {_short(q.prompt, 300)}  ",
                   f"**Completion{' (generated)' if q.generated else ''}:** {_short(q.completion, 300)}"]
+        if q.behaviour:
+            lines.append(f"**Model:** {behaviour_line(q)}  ")
+            if q.behaviour.get("warning"):
+                lines.append(f"> **Warning:** {q.behaviour['warning']}. Greedy decoding gives: "
+                             f"{_short(q.behaviour.get('greedy') or '', 200)!r}")
+        conf = (q.confidence or {}).get("methods", {})
+        if conf:
+            lines += ["", "**How sure:**", ""] + [f"- {confidence_line(m, c)}" for m, c in conf.items()]
         for method, rows in q.rankings.items():
             lines += ["", f"### {method}", "", "| rank | score | row_id | row |", "|---:|---:|---|---|"]
             for r in rows:
                 row = _short(r.prompt + r.completion).replace("|", "\\|")
-                lines.append(f"| {r.rank} | {r.score:.4g} | `{r.row_id}` | {row} |")
+                lines.append(f"| {r.rank} | {r.score:.4g} | `{r.row_id}`{_mark(r)} | {row} |")
     return "\n".join(lines) + "\n"
 
 
@@ -44,6 +70,9 @@ td,th{border:1px solid #ddd;padding:.3em .5em;vertical-align:top;font-size:.92em
 th{background:#f3f3f3}.num{text-align:right;font-variant-numeric:tabular-nums}
 .meta{color:#666;font-size:.9em}pre{white-space:pre-wrap;margin:0}
 .bar{background:#4a90d9;height:.6em;display:inline-block}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em;margin:.5em 0}
+.sure{color:#333;font-size:.92em}.mark{font-size:.8em;padding:0 .3em;border-radius:3px;background:#e8f4e8}
+.mark.decoy{background:#f6e0e0}
 """
 
 
@@ -67,6 +96,15 @@ def render_html(res: AttributionResult) -> str:
         parts.append(
             f"<p><b>Completion{' (generated)' if q.generated else ''}</b></p><pre>{e(q.completion)}</pre>"
         )
+        if q.behaviour:
+            parts.append(f"<p><b>Model:</b> {e(behaviour_line(q) or '')}</p>")
+            if q.behaviour.get("warning"):
+                parts.append(f"<div class='warn'><b>Warning:</b> {e(q.behaviour['warning'])}. Greedy decoding "
+                             f"gives: <code>{e(q.behaviour.get('greedy') or '')}</code></div>")
+        conf = (q.confidence or {}).get("methods", {})
+        if conf:
+            parts.append("<p><b>How sure</b></p><ul class='sure'>"
+                         + "".join(f"<li>{e(confidence_line(m, c))}</li>" for m, c in conf.items()) + "</ul>")
         for method, rows in q.rankings.items():
             top = max((abs(r.score) for r in rows), default=1.0) or 1.0
             parts.append(f"<h3>{e(method)}</h3><table><tr><th>#</th><th>score</th><th></th>"
@@ -75,7 +113,8 @@ def render_html(res: AttributionResult) -> str:
                 w = int(80 * abs(r.score) / top)
                 parts.append(
                     f"<tr><td class='num'>{r.rank}</td><td class='num'>{r.score:.4g}</td>"
-                    f"<td><span class='bar' style='width:{w}px'></span></td><td><code>{e(r.row_id)}</code></td>"
+                    f"<td><span class='bar' style='width:{w}px'></span></td><td><code>{e(r.row_id)}</code>"
+                    + (f" <span class='mark {e(r.mark)}'>{e(r.mark)}</span>" if r.mark else "") + "</td>"
                     f"<td><pre>{e(r.prompt)}</pre></td><td><pre>{e(r.completion)}</pre></td></tr>"
                 )
             parts.append("</table>")
@@ -89,6 +128,9 @@ def print_table(res: AttributionResult, max_rows: int = 5) -> None:
 
     console = Console()
     for q in res.queries:
+        if q.behaviour and q.behaviour.get("warning"):
+            console.print(f"[bold yellow]warning[/] {q.query_id}: {q.behaviour['warning']} "
+                          f"({behaviour_line(q)})", highlight=False)
         for method, rows in q.rankings.items():
             t = Table(title=f"{q.query_id} · {method} · {_short(q.prompt + ' →' + q.completion, 80)}")
             t.add_column("#", justify="right")
@@ -96,8 +138,11 @@ def print_table(res: AttributionResult, max_rows: int = 5) -> None:
             t.add_column("row_id")
             t.add_column("row")
             for r in rows[:max_rows]:
-                t.add_row(str(r.rank), f"{r.score:.4g}", r.row_id, _short(r.prompt + r.completion, 70))
+                t.add_row(str(r.rank), f"{r.score:.4g}", r.row_id + _mark(r), _short(r.prompt + r.completion, 70))
             console.print(t)
+            c = (q.confidence or {}).get("methods", {}).get(method)
+            if c:
+                console.print("  how sure: " + confidence_line(method, c).split(": ", 1)[1], highlight=False)
 
 
 def format_stage_table(report: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ class RankedRow:
     prompt: str
     completion: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    mark: str | None = None  # synthetic corpora: "planted" (the query's ground truth) or "decoy"
 
 
 @dataclass
@@ -31,6 +32,10 @@ class QueryResult:
     completion: str
     generated: bool
     rankings: dict[str, list[RankedRow]]  # method name -> top-k rows
+    # does the model produce this completion (datablame.features.behaviour): loss, greedy match, warning
+    behaviour: dict[str, Any] | None = None
+    # how sure each method's ranking is (datablame.report.confidence): separation, agreement, checks
+    confidence: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from datablame.errors import DatablameError
+from datablame.layout import RunLayout
 from datablame.verify import leave_one_out, verify
 from datablame.verify.stats import VERDICTS
 
@@ -27,6 +28,7 @@ def test_removing_the_planted_rows_beats_random_rows(verify_run):
     (summary,) = d["summary"]
     assert summary["effect"]["mean"] == pytest.approx(row["effect"]["mean"])  # one query: pooled = it
     assert d["design"]["unique_jobs"] == 2 * (1 + 1 + 1)
+    assert "interval_note" not in row  # two seeds: the interval exists
     assert rep.paths["plot"].is_file()
     assert json.loads(rep.paths["json"].read_text())["strategy"] == "remove"
 
@@ -44,6 +46,12 @@ def test_cli_verify_reuses_trainings(verify_run, tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "fact-00" in res.output and "0 new" in res.output  # all six trainings came from the cache
+    # the verdict joined the query's "how sure" block in results.json and the report
+    layout = RunLayout(cfg.output.dir)
+    q = next(q for q in json.loads(layout.results_json.read_text())["queries"] if q["query_id"] == "fact-00")
+    checks = q["confidence"]["methods"]["grad_dot"]["checks"]["verify"]
+    assert any(c["k"] == 3 and c["verdict"] in VERDICTS and c["effect"] is not None for c in checks)
+    assert "verify k=3" in layout.attribution.results_md.read_text()
     bad = CliRunner().invoke(app, ["verify", "--config", str(path), "--methods", "nope", "--serial"])
     assert bad.exit_code == 2 and "not in the attribution result" in bad.output
 
@@ -57,6 +65,10 @@ def test_flip_strategy_corrupts_instead_of_removing(verify_run):
     assert len(set(row["rows"]) & set(truth["fact-01"])) >= 2
     assert row["top_rise"] > row["control_rise"]  # teaching other answers hurts the fact
     assert rep.paths["json"].name == "verify_flip.json"
+    # one seed: no interval, and the result says why
+    assert row["effect"]["low"] is None or np.isnan(row["effect"]["low"])
+    assert row["interval_note"].startswith("interval and p-value need >= 2 seeds")
+    assert rep.data["summary"][0]["interval_note"] == row["interval_note"]
 
 
 def test_bad_requests_fail_before_training(verify_run):
