@@ -4,6 +4,7 @@ refactor (a refactor changes no score).
     .venv/bin/python benchmarks/score_snapshot.py --run small --save   # tests/fixtures/scores/small.npz
     .venv/bin/python benchmarks/score_snapshot.py --run demo --save    # benchmarks/results/score_snapshot_demo.npz
     .venv/bin/python benchmarks/score_snapshot.py --run demo --check   # compare; writes score_snapshot_demo.json
+    .venv/bin/python benchmarks/score_snapshot.py --run small --add fused   # a new method joins the saved file
 
 Runs:
 - `small`: the method tests' planted run (tests/pipeline_config.py `small_config` trained for
@@ -131,14 +132,26 @@ def main() -> int:
     ap.add_argument("--run", choices=sorted(SAVED), default="small")
     ap.add_argument("--save", action="store_true", help="write the saved snapshot (overwrites it)")
     ap.add_argument("--check", action="store_true", help="compare with the saved snapshot")
+    ap.add_argument("--add", nargs="+", metavar="METHOD", default=None,
+                    help="compute only these (new) methods and add them to the saved file, leaving the rest as saved")
     ap.add_argument("--run-dir", type=Path, default=None, help="default runs/score-snapshot-<run>")
     args = ap.parse_args()
-    if args.save == args.check:
-        ap.error("pass exactly one of --save and --check")
+    if (args.save, args.check, args.add is not None).count(True) != 1:
+        ap.error("pass exactly one of --save, --check and --add")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_dir = args.run_dir or REPO / "runs" / f"score-snapshot-{args.run}"
     t = time.perf_counter()
+    if args.add is not None:  # the saved matrices stay as they were: they are the reference
+        from datablame.utils.io import atomic_save_npz
+
+        saved = dict(np.load(SAVED[args.run], allow_pickle=False))
+        new = compute(args.run, run_dir, methods=args.add)
+        if list(new["__row_ids__"]) != list(saved["__row_ids__"]):
+            raise SystemExit("the run's rows differ from the saved snapshot's: not adding")
+        atomic_save_npz(SAVED[args.run], {**saved, **{m: new[m] for m in args.add}})
+        print(f"added {args.add} to {SAVED[args.run]} ({time.perf_counter() - t:.0f} s)")
+        return 0
     scores = compute(args.run, run_dir)
     seconds = time.perf_counter() - t
     path = SAVED[args.run]

@@ -26,7 +26,7 @@ from datablame.errors import DatablameError
 from datablame.features.gradients import featurize_range, featurizer_for
 from datablame.inputs import load_corpus, prepare_inputs, store_dir, train  # noqa: F401 (re-exported)
 from datablame.layout import AttributionLayout, RunLayout
-from datablame.methods import AttributionContext, get_method, run_method
+from datablame.methods import AttributionContext, Method, get_method, run_method
 from datablame.models.loading import LoadedModel
 from datablame.report import AttributionResult, build_result, write_result
 from datablame.report.results import load_result
@@ -219,6 +219,7 @@ def attribute(
     inputs, truth = prepare_inputs(cfg, corpus=corpus, loaded=loaded)
     timing = {"prepare_s": time.perf_counter() - t0}
     scores, described, retrieval = {}, [], None
+    fitted: dict[str, Method] = {}  # methods that may say what supports each blamed row
     if cascade_on:
         from datablame.retrieval.candidates import attribute_with_cascade, run_text_indices
 
@@ -228,6 +229,7 @@ def attribute(
                                                progress=progress)
         timing["text_indices_s"] = time.perf_counter() - t
         ms = [get_method(name, **cfg.attribution.options.get(name, {})) for name in methods]
+        fitted = {m.name: m for m in ms}
         done = attribute_with_cascade(inputs, ms, indices=indices, index_info=index_info, evaluate=retrieval_recall,
                                       progress=progress)
         scores, described, retrieval = done.scores, done.methods, done.report
@@ -238,6 +240,7 @@ def attribute(
             scores[name] = run.scores
             timing[f"{name}_s"] = run.seconds
             described.append(run.method.describe())
+            fitted[name] = run.method
     result = build_result(
         version=__version__,
         config=cfg.model_dump(mode="json"),
@@ -247,6 +250,7 @@ def attribute(
     )
     result.data["truncated_rows"] = len(inputs.rows.truncated)
     _add_evidence(result, inputs, scores, truth, cfg.attribution.top_k)
+    _add_row_evidence(result, inputs, fitted)
     if retrieval is not None:
         from datablame.retrieval.candidates import drop_unranked
 
@@ -271,6 +275,17 @@ def _add_evidence(result: AttributionResult, inputs: AttributionContext, scores:
     result.timing["behaviour_s"] = time.perf_counter() - t
     add_confidence(result, scores, k, truth or None)
     attach_checks(result, inputs.run_dir)
+
+
+def _add_row_evidence(result: AttributionResult, inputs: AttributionContext, fitted: dict[str, Method]) -> None:
+    """Each blamed row's evidence from the methods that give it (`Method.evidence`, e.g. fused)."""
+    index = {r.row_id: i for i, r in enumerate(inputs.corpus)}
+    for qi, q in enumerate(result.queries):
+        for name, rows in q.rankings.items():
+            method = fitted.get(name)
+            found = method.evidence(inputs, qi, [index[r.row_id] for r in rows]) if method is not None else None
+            for r, ev in zip(rows, found or [], strict=False):
+                r.evidence = ev
 
 
 def refresh_checks(cfg: RunConfig) -> Path | None:

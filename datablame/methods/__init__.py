@@ -20,6 +20,7 @@ from datablame.methods import (  # noqa: F401  (imports register the methods)
     diag_influence,
     ekfac,
     embedding_cosine,
+    fused,
     grad_cosine,
     grad_dot,
     grad_tokenwise,

@@ -13,7 +13,7 @@ import time
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +25,8 @@ from datablame.features.context import AttributionContext
 from datablame.features.hidden_states import POOLINGS, SPANS
 from datablame.features.layer_aggregation import AGGREGATES
 
-FAMILIES = ("gradient", "influence", "representation", "lexical", "semantic", "judge", "counterfactual", "baseline")
+FAMILIES = ("gradient", "influence", "representation", "lexical", "semantic", "judge", "counterfactual", "fusion",
+            "baseline")
 
 
 class MethodOptions(BaseModel):
@@ -55,6 +56,11 @@ class Method(ABC):
     @abstractmethod
     def score(self, ctx: AttributionContext) -> np.ndarray:
         """Scores [n_queries, n_rows] (float64)."""
+
+    def evidence(self, ctx: AttributionContext, query_index: int, rows: Sequence[int]) -> list[dict[str, Any]] | None:
+        """Optional, after `score`: for each of `rows` (corpus indices, the query's blamed rows)
+        what supports it, shown beside the row in results.json and the report. Default: none."""
+        return None
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "sign": self.sign, "unit": self.unit, "cost": self.cost}

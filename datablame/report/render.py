@@ -22,6 +22,21 @@ def behaviour_line(q: QueryResult) -> str | None:
     return f"{loss}; {match}"
 
 
+def evidence_text(ev: dict | None) -> str:
+    """A blamed row's evidence in a few words: who found it (ranks) and the words it shares."""
+    if not ev:
+        return ""
+    ranks = ev.get("ranks") or {}
+    found = ev.get("found_by") or []
+    parts = ["found by " + ", ".join(f"{m} #{ranks.get(m)}" for m in found)] if found else ["found by none alone"]
+    others = [f"{m} #{k}" for m, k in ranks.items() if m not in found and k is not None]
+    if others:
+        parts.append("also " + ", ".join(others))
+    if ev.get("shared_span"):
+        parts.append(f"shares \"{ev['shared_span']}\"")
+    return "; ".join(parts)
+
+
 def _mark(r) -> str:
     return f" ({r.mark})" if getattr(r, "mark", None) else ""
 
@@ -55,10 +70,13 @@ def render_markdown(res: AttributionResult) -> str:
         if conf:
             lines += ["", "**How sure:**", ""] + [f"- {confidence_line(m, c)}" for m, c in conf.items()]
         for method, rows in q.rankings.items():
-            lines += ["", f"### {method}", "", "| rank | score | row_id | row |", "|---:|---:|---|---|"]
+            with_ev = any(getattr(r, "evidence", None) for r in rows)
+            lines += ["", f"### {method}", "", "| rank | score | row_id | row |" + (" evidence |" if with_ev else ""),
+                      "|---:|---:|---|---|" + ("---|" if with_ev else "")]
             for r in rows:
                 row = _short(r.prompt + r.completion).replace("|", "\\|")
-                lines.append(f"| {r.rank} | {r.score:.4g} | `{r.row_id}`{_mark(r)} | {row} |")
+                ev = " " + evidence_text(r.evidence).replace("|", "\\|") + " |" if with_ev else ""
+                lines.append(f"| {r.rank} | {r.score:.4g} | `{r.row_id}`{_mark(r)} | {row} |{ev}")
     return "\n".join(lines) + "\n"
 
 
@@ -107,15 +125,18 @@ def render_html(res: AttributionResult) -> str:
                          + "".join(f"<li>{e(confidence_line(m, c))}</li>" for m, c in conf.items()) + "</ul>")
         for method, rows in q.rankings.items():
             top = max((abs(r.score) for r in rows), default=1.0) or 1.0
+            with_ev = any(getattr(r, "evidence", None) for r in rows)
             parts.append(f"<h3>{e(method)}</h3><table><tr><th>#</th><th>score</th><th></th>"
-                         "<th>row_id</th><th>prompt</th><th>completion</th></tr>")
+                         "<th>row_id</th><th>prompt</th><th>completion</th>"
+                         + ("<th>evidence</th>" if with_ev else "") + "</tr>")
             for r in rows:
                 w = int(80 * abs(r.score) / top)
                 parts.append(
                     f"<tr><td class='num'>{r.rank}</td><td class='num'>{r.score:.4g}</td>"
                     f"<td><span class='bar' style='width:{w}px'></span></td><td><code>{e(r.row_id)}</code>"
                     + (f" <span class='mark {e(r.mark)}'>{e(r.mark)}</span>" if r.mark else "") + "</td>"
-                    f"<td><pre>{e(r.prompt)}</pre></td><td><pre>{e(r.completion)}</pre></td></tr>"
+                    f"<td><pre>{e(r.prompt)}</pre></td><td><pre>{e(r.completion)}</pre></td>"
+                    + (f"<td>{e(evidence_text(r.evidence))}</td>" if with_ev else "") + "</tr>"
                 )
             parts.append("</table>")
     parts.append("</body></html>")

@@ -23,6 +23,7 @@ class RankedRow:
     completion: str
     metadata: dict[str, Any] = field(default_factory=dict)
     mark: str | None = None  # synthetic corpora: "planted" (the query's ground truth) or "decoy"
+    evidence: dict[str, Any] | None = None  # what supports the row (fusion: rank per component, shared words)
 
 
 @dataclass

@@ -65,6 +65,10 @@ ROW_SEPARABLE_METHODS = frozenset({"grad_dot", "tracin"})
 CORPUS_WIDE_METHODS = frozenset({"trak", "less", "datainf", "ekfac", "kfac", "diag_influence",
                                  "hessian_influence", "kronfluence"})
 GRADIENT_METHODS = frozenset({RERANK_METHOD}) | ROW_SEPARABLE_METHODS | CORPUS_WIDE_METHODS
+# with the cascade on, `fused` is its fusion stage: every row a stage found, ranked by reciprocal-rank fusion
+# of the embedding, BM25 and gradient re-rank stages (a lexical hit the gradient ranks low is kept)
+FUSION_METHOD = "fused"
+FUSED_STAGES = (("embedding", "embedding_cosine"), ("bm25", "bm25"))  # stage -> the method it ranks like
 
 
 def cascade_final_k(attribution: AttributionConfig) -> int:
@@ -75,12 +79,12 @@ def cascade_final_k(attribution: AttributionConfig) -> int:
 def check_cascade_request(attribution: AttributionConfig, methods: list[str]) -> None:
     """Refuse, before any model is loaded, what the cascade cannot do: non-gradient methods
     and text stages that keep fewer rows than the run must return."""
-    refused = [m for m in methods if m not in GRADIENT_METHODS]
+    refused = [m for m in methods if m not in GRADIENT_METHODS | {FUSION_METHOD}]
     if refused:
         raise DatablameError(
             f"attribution.retrieval.enabled ranks gradient methods over the cascade's candidates, and "
             f"{', '.join(refused)} {'is not one' if len(refused) == 1 else 'are not'} "
-            f"(gradient methods: {sorted(GRADIENT_METHODS)})",
+            f"(gradient methods: {sorted(GRADIENT_METHODS)}; and {FUSION_METHOD!r}, the cascade's fusion stage)",
             "drop them from attribution.methods / --method, or set attribution.retrieval.enabled: false "
             "to score them over every row",
         )
@@ -177,7 +181,29 @@ def _restricted(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.asarray(scores, dtype=np.float64), -np.inf)
 
 
+def _fused_stages(method: Method, cascade: CascadeResult) -> np.ndarray:
+    """`fused` over the cascade: per query, the rank of each candidate in every text stage that
+    ran and in the gradient re-rank, fused by reciprocal rank; rows outside the candidates -inf."""
+    per_query = []
+    for q in cascade.queries:
+        ranks = {}
+        for stage, name in FUSED_STAGES:
+            if stage in q.survivors:
+                r = np.zeros(cascade.n_rows, dtype=np.int64)
+                r[q.survivors[stage]] = np.arange(1, len(q.survivors[stage]) + 1)
+                ranks[name] = r
+        g = np.zeros(cascade.n_rows, dtype=np.int64)
+        g[q.reranked_rows] = np.arange(1, len(q.reranked_rows) + 1)
+        ranks[RERANK_METHOD] = g
+        per_query.append(ranks)
+    return method.fuse(per_query)
+
+
 def _score_method(inputs: AttributionContext, method: Method, cascade: CascadeResult, mask: np.ndarray) -> tuple[np.ndarray, str]:
+    if method.name == FUSION_METHOD:
+        stages = "+".join([s for s, _ in FUSED_STAGES if s in cascade.queries[0].survivors] + ["rerank"]) \
+            if cascade.queries else "rerank"
+        return _fused_stages(method, cascade), f"fusion stage: reciprocal-rank fusion of the {stages} ranks"
     if method.name == RERANK_METHOD:
         return cascade.score_matrix(fill=-np.inf), "re-rank stage: candidates only"
     if method.name in ROW_SEPARABLE_METHODS:

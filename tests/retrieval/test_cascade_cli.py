@@ -109,6 +109,34 @@ def test_narrow_cascade_ranks_only_candidates_with_their_exact_scores(indexed):
     assert q["rows"] == [api.load_corpus(cfg)[0].row_ids.index(x) for x in q["row_ids"]]
 
 
+def test_fused_is_the_cascades_fusion_stage(indexed):
+    """`fused` with the cascade on ranks every row a stage found by reciprocal-rank fusion of
+    the embedding, BM25 and gradient re-rank ranks (a row the embedding stage found but BM25
+    dropped keeps its one vote); each blamed row shows those ranks."""
+    from datablame.features.fusion import RRF_C, ranks_desc
+
+    cfg, _, _, _ = indexed
+    result, paths = api.attribute(with_retrieval(cfg, embedding_k=30, bm25_k=12), methods=["grad_cosine", "fused"],
+                                  progress=False)
+    scores = dict(np.load(paths["json"].parent / "scores.npz"))
+    assert result.retrieval["method_scoring"]["fused"].startswith("fusion stage")
+    ids = api.load_corpus(cfg)[0].row_ids
+    for qi, q in enumerate(result.queries):
+        cands = set(np.flatnonzero(np.isfinite(scores["grad_cosine"][qi])).tolist())
+        found = set(np.flatnonzero(np.isfinite(scores["fused"][qi])).tolist())
+        assert len(cands) == 12 and cands <= found and len(found) == 30  # every embedding survivor
+        grad_rank = ranks_desc(scores["grad_cosine"][qi])
+        for r in q.rankings["fused"]:
+            ranks, i = r.evidence["ranks"], ids.index(r.row_id)
+            assert set(ranks) == {"embedding_cosine", "bm25", "grad_cosine"}
+            assert 1 <= ranks["embedding_cosine"] <= 30
+            assert (ranks["bm25"] is None) == (ranks["grad_cosine"] is None) == (i not in cands)
+            if i in cands:
+                assert ranks["grad_cosine"] == grad_rank[i] and 1 <= ranks["bm25"] <= 12
+            np.testing.assert_allclose(r.score, sum(1 / (RRF_C + k) for k in ranks.values() if k is not None))
+    assert "found by" in paths["markdown"].read_text()
+
+
 def test_too_small_stage_and_non_gradient_method_are_refused(indexed, tmp_path):
     cfg, _, _, _ = indexed
     with pytest.raises(DatablameError, match="bm25_k is 3, fewer rows than the 5") as err:
