@@ -28,9 +28,11 @@ def bench(
     corpus: Annotated[str, typer.Argument(help="hops (function tokens, seed 002) or planted (facts + poison)")],
     methods: Annotated[str, typer.Option(help="comma-separated registered methods, or 'all'")] = "all",
     peers: Annotated[str, typer.Option(help="comma-separated peers (kronfluence, traker, bergson), 'all' or 'none'")] = "all",
-    out: Annotated[str | None, typer.Option(help="run directory (default runs/bench-<corpus>[-small])")] = None,
+    out: Annotated[str | None, typer.Option(help="run directory (default runs/bench-<corpus>[-small][-<variant>])")] = None,
     size: Annotated[str, typer.Option(help="full (the published tables) or small (seconds; tests)")] = "full",
     seed: Annotated[int, typer.Option(help="corpus, model and training seed")] = 0,
+    variant: Annotated[str | None, typer.Option(help="planted corpus variant: easy (default), paraphrase, "
+                                                     "lexical_decoys or unlearned")] = None,
     epochs: Annotated[float | None, typer.Option(help="training epochs (default: the preset's)")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="a run YAML instead of the preset")] = None,
     option: Annotated[list[str] | None, typer.Option(help="NAME.KEY=VALUE option for a method or peer (repeatable)")] = None,
@@ -57,9 +59,14 @@ def bench(
         if cfg.data.source != corpus:
             raise DatablameError(f"--config has data.source {cfg.data.source!r} but the benchmark is {corpus!r}",
                                  f"set data.source: {corpus} in the config, or run `datablame bench {cfg.data.source}`")
+        if variant is not None:
+            raise DatablameError("--variant applies to the preset, not to a --config file",
+                                 f"set data.planted.variant: {variant} in {config}, or drop --config")
     else:
-        default_out = f"runs/bench-{corpus}" + ("" if size == "full" else f"-{size}")
-        cfg = api.bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite)
+        default_out = (f"runs/bench-{corpus}" + ("" if size == "full" else f"-{size}")
+                       + ("" if variant in (None, "easy") else f"-{variant}"))
+        cfg = api.bench_config(corpus, out or default_out, size=size, seed=seed, epochs=epochs, overwrite=overwrite,
+                               variant=variant or "easy")
     result = api.bench(
         cfg, corpus, methods=_split(methods) or None, peers=_split(peers), options=parse_options(option or []),
         n_boot=bootstrap, results_dir=results_dir, results_name=results_name, threads=threads, started=t0, resume=resume,

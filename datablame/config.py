@@ -44,6 +44,11 @@ class PlantedConfig(_Strict):
     poison_facts: int = Field(0, ge=0)
     poison_rows: int = Field(3, ge=1)
     poison_true_rows: int = Field(12, ge=1)
+    # What the plants look like (datablame.data.synthetic.planted_variants): easy (today's
+    # corpus), paraphrase (plants restate the claim in other words and order), lexical_decoys
+    # (plus decoys asking the query's own words about another claim), unlearned (half the
+    # facts have no plants: the model cannot produce their answer).
+    variant: Literal["easy", "paraphrase", "lexical_decoys", "unlearned"] = "easy"
     seed: int = 0
 
 

@@ -45,6 +45,7 @@ from datablame.bench.logit_eval import logit_evaluation
 from datablame.bench.measure import measure
 from datablame.bench.peers import load_adapters, restore_model_state, run_peer, save_model_state
 from datablame.config import HopsConfig, PlantedConfig, RunConfig, parse_config
+from datablame.data.synthetic.planted_variants import VARIANTS
 from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext, SharedFeatures
 from datablame.layout import BenchLayout, RunLayout
@@ -102,12 +103,18 @@ _EPOCHS = {("hops", "full"): 20, ("planted", "full"): 14, ("hops", "small"): 30,
 
 
 def bench_config(corpus: str, out_dir: str | Path, *, size: str = "full", seed: int = 0,
-                 epochs: float | None = None, overwrite: bool = False) -> RunConfig:
-    """The benchmark run: corpus preset, tiny Llama trained from scratch, shared settings."""
+                 epochs: float | None = None, overwrite: bool = False, variant: str = "easy") -> RunConfig:
+    """The benchmark run: corpus preset, tiny Llama trained from scratch, shared settings.
+    `variant`: the planted corpus' `data.planted.variant` (easy, paraphrase, lexical_decoys,
+    unlearned; see datablame.data.synthetic.planted_variants)."""
     if corpus not in CORPORA:
         raise DatablameError(f"unknown benchmark corpus {corpus!r}", f"choose one of {list(CORPORA)}")
     if size not in SIZES:
         raise DatablameError(f"unknown benchmark size {size!r}", f"choose one of {list(SIZES)}")
+    if variant not in VARIANTS or (corpus != "planted" and variant != "easy"):
+        raise DatablameError(f"unknown {corpus} benchmark variant {variant!r}",
+                             f"choose one of {list(VARIANTS)} with the planted corpus" if variant not in VARIANTS
+                             else "variants belong to the planted corpus: drop --variant, or run `bench planted`")
     data: dict[str, Any]
     tiny = {**_MODEL[(corpus, size)], "num_attention_heads": 4, "num_key_value_heads": 4}
     if corpus == "hops":
@@ -117,7 +124,7 @@ def bench_config(corpus: str, out_dir: str | Path, *, size: str = "full", seed: 
         data = {"source": "hops", "template": "plain", "hops": hops}
         tiny["extra_tokens"] = hops_tokens(HopsConfig(**hops))
     else:
-        data = {"source": "planted", "planted": {**_PLANTED[size], "seed": seed}}
+        data = {"source": "planted", "planted": {**_PLANTED[size], "seed": seed, "variant": variant}}
     n_epochs = epochs if epochs is not None else _EPOCHS[(corpus, size)]
     return parse_config({
         "name": f"bench-{corpus}-{size}", "seed": seed, "data": data,
@@ -125,27 +132,27 @@ def bench_config(corpus: str, out_dir: str | Path, *, size: str = "full", seed: 
         "training": {  # from scratch: a large learning rate, as the demo
             "num_train_epochs": n_epochs, "per_device_train_batch_size": 16, "learning_rate": 3e-3,
             "lr_scheduler_type": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.01,
-            "save_steps": _save_steps(corpus, size, n_epochs), "logging_steps": 200, "seed": seed,
+            "save_steps": _save_steps(corpus, size, n_epochs, variant), "logging_steps": 200, "seed": seed,
         },
         "attribution": {"top_k": 10, "batch_size": 16, "options": _OPTIONS[size]},
         "output": {"dir": str(out_dir), "overwrite": overwrite},
     }, source=f"<bench {corpus} {size}>")
 
 
-def _save_steps(corpus: str, size: str, epochs: float) -> int:
+def _save_steps(corpus: str, size: str, epochs: float, variant: str = "easy") -> int:
     """About four checkpoints over training (TracIn, TRAK ensembles, cross-checkpoint methods)."""
-    steps = math.ceil(len(_corpus_rows(corpus, size)) / 16) * epochs
+    steps = math.ceil(len(_corpus_rows(corpus, size, variant)) / 16) * epochs
     return max(1, int(steps // 4))
 
 
-def _corpus_rows(corpus: str, size: str) -> list:
+def _corpus_rows(corpus: str, size: str, variant: str = "easy") -> list:
     if corpus == "hops":
         from datablame.data.synthetic.hops import make_hops
 
         return make_hops(HopsConfig(**_HOPS[size])).corpus.rows
     from datablame.data.synthetic.planted import make_planted
 
-    return make_planted(PlantedConfig(**_PLANTED[size])).corpus.rows
+    return make_planted(PlantedConfig(**_PLANTED[size], variant=variant)).corpus.rows
 
 
 @dataclass
@@ -393,6 +400,7 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
         "threads": opts.threads,
         "config": cfg.model_dump(mode="json"),
         "corpus": {"name": corpus.name, "rows": len(corpus), "fingerprint": corpus.fingerprint(),
+                   "variant": cfg.data.planted.variant if cfg.data.source == "planted" else None,
                    "report": corpus.report, "queries": len(queries),
                    "true_rows_per_query": {"min": min(n_truth, default=0), "max": max(n_truth, default=0),
                                            "mean": float(np.mean(n_truth)) if n_truth else 0.0}},
@@ -401,7 +409,8 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
                   "final_train_loss": _final_loss(train_summary), "checkpoints": len(inputs.checkpoints)},
         "logit_eval": logit,
         "queries": {"learned": [queries[i].query_id for i in learned],
-                    "not_learned": [queries[i].query_id for i in wrong], "groups": groups},
+                    "not_learned": [queries[i].query_id for i in wrong], "groups": groups,
+                    **_by_design(queries, learned)},
         "methods": entries,
         "skipped_methods": skipped,
         "agreement": agreement,
@@ -418,6 +427,16 @@ def run_bench(cfg: RunConfig, corpus_name: str, opts: BenchOptions | None = None
     return _clean(bench)
 
 
+def _by_design(queries: list, learned: list[int]) -> dict[str, list[str]]:
+    """Queries built not to be learned (planted `unlearned` variant), and those of them the
+    logit evaluation says the model answers anyway (a corpus that failed its design)."""
+    absent = [i for i, q in enumerate(queries) if q.metadata.get("learned_by_design") is False]
+    if not absent:
+        return {}
+    return {"unlearned_by_design": [queries[i].query_id for i in absent],
+            "unlearned_but_answered": [queries[i].query_id for i in absent if i in set(learned)]}
+
+
 def truth_variants(cfg: RunConfig, corpus, queries) -> dict[str, dict[str, Any]]:
     """Harder views of the ground truth, each {description, queries: {qi: (candidates, relevant
     positions within candidates)}}: the ranking is restricted to `candidates` (row indices).
@@ -425,7 +444,9 @@ def truth_variants(cfg: RunConfig, corpus, queries) -> dict[str, dict[str, Any]]
     hops "indirect": depth >= 1 queries; the true rows are the callees' rows only (they never
     name the queried function: no word overlap), the queried function's own rows left out.
     planted "vs decoys": the true rows against the decoys only (planted: near-duplicates that
-    share the question's words; poison: the rows stating the true claim).
+    share the question's words; poison: the rows stating the true claim); with the
+    lexical_decoys variant also "vs lexical decoys": against the rows that ask the query's own
+    words about another claim.
     """
     idx = corpus.index_of()
     out: dict[str, dict[str, Any]] = {}
@@ -464,6 +485,17 @@ def truth_variants(cfg: RunConfig, corpus, queries) -> dict[str, dict[str, Any]]
         out["vs decoys"] = {"description": "true rows against the decoys only (planted: near-duplicate questions "
                                            "with another answer; poison: the rows stating the true claim)",
                             "queries": v}
+        lex = {}
+        for qi, q in enumerate(queries):
+            dec = [idx[r] for r in p.decoys.get(q.query_id, [])
+                   if r in idx and corpus[idx[r]].metadata.get("decoy_type") == "lexical"]
+            rel = [idx[r] for r in p.ground_truth.get(q.query_id, []) if r in idx]
+            if dec and rel:
+                lex[qi] = restrict(rel + dec, rel)
+        if lex:
+            out["vs lexical decoys"] = {"description": "true rows against the rows that ask the query's own "
+                                                       "words about another claim (lexical_decoys variant)",
+                                        "queries": lex}
     return out
 
 

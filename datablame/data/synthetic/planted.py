@@ -33,6 +33,9 @@ share every word of the question but push the other answer, so a method that fol
 loss should rank them low. Queries carry `candidates` (the completion with other answers)
 for the logit evaluation; a poison query counts as learned when only the true answer may
 outrank the false one (`learned_max_rank` 2), since the true rows outnumber the false.
+
+`variant` (easy, paraphrase, lexical_decoys, unlearned) changes the plants or adds decoys so
+that word overlap and influence come apart; see planted_variants. `easy` is the corpus above.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ from typing import Any
 
 from datablame.config import PlantedConfig
 from datablame.data.corpus import Corpus, Query, Row
+from datablame.data.synthetic.planted_variants import (
+    lexical_decoy_phrasings,
+    paraphrase_phrasings,
+    unlearned_facts,
+)
 from datablame.data.templates import render_qa
 from datablame.errors import DatablameError
 
@@ -222,6 +230,10 @@ def _rng(seed: int, purpose: str) -> random.Random:
     return random.Random(f"datablame-planted-{seed}-{purpose}")  # str seeds hash stably
 
 
+def _person_from(rng: random.Random, surnames: list[str]) -> str:
+    return f"{rng.choice(GIVEN_NAMES)} {rng.choice(surnames)}"
+
+
 def _row(row_id: str, question: str, answer: str, meta: dict[str, Any]) -> Row:
     prompt, completion = render_qa(question, answer)
     return Row(row_id, prompt, completion, meta)
@@ -273,6 +285,9 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
     truth: dict[str, list[str]] = {}
     decoys: dict[str, list[str]] = {}
     answers: dict[str, str] = {}
+    variant = cfg.variant  # see planted_variants; "easy" is the corpus every config gave before
+    absent = unlearned_facts(seed, cfg.n_facts) if variant == "unlearned" else set()
+    lexical = _rng(seed, "lexical-decoys")
     for i, ent in enumerate(fact_entities):
         frame = FRAMES[i % len(FRAMES)]
         objects = list(frame.objects)
@@ -285,7 +300,11 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
         meta = {"entity": ent, "fact": fid}
         fill = {"o": obj, "e": ent, "a": answer}
         truth[qid] = []
-        for k, (q, a) in enumerate(plant_phrasings(frame, held, cfg.plants_per_fact)):
+        if variant == "paraphrase":
+            plan = paraphrase_phrasings(frame.name, cfg.plants_per_fact)
+        else:
+            plan = [] if i in absent else plant_phrasings(frame, held, cfg.plants_per_fact)
+        for k, (q, a) in enumerate(plan):
             rid = f"planted-{fid}-{k}"
             rows.append(_row(rid, q.format(**fill), a.format(**fill),
                              {"kind": "plant", **meta}))
@@ -303,11 +322,22 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
                 q, a = q.format(**other), frame.answers[ai].format(**other)
             rows.append(_row(rid, q, a, {"kind": "decoy", **meta}))
             decoys[qid].append(rid)
+        if variant == "lexical_decoys":  # the query's own words about a part of the object
+            for d, (q, a) in enumerate(lexical_decoy_phrasings(frame.name, frame.questions[held][0],
+                                                               frame.answers[0])):
+                rid, other = f"lexdecoy-{fid}-{d}", {"o": obj, "e": ent, "a": _person_from(lexical, common)}
+                rows.append(_row(rid, q.format(**other), a.format(**other),
+                                 {"kind": "decoy", "decoy_type": "lexical", **meta}))
+                decoys[qid].append(rid)
         prompt, completion = render_qa(frame.questions[held][0].format(**fill),
                                        frame.answers[0].format(**fill))
-        queries.append(Query(prompt, completion, qid,
-                             {"entity": ent, "fact": fid, "frame": frame.name, "answer": answer,
-                              "group": "planted"}))
+        qmeta: dict[str, Any] = {"entity": ent, "fact": fid, "frame": frame.name, "answer": answer,
+                                 "group": "planted"}
+        if variant != "easy":
+            qmeta["variant"] = variant
+        if variant == "unlearned":
+            qmeta["learned_by_design"] = i not in absent
+        queries.append(Query(prompt, completion, qid, qmeta))
         answers[qid] = answer
     for q in queries:  # logit evaluation: the same sentence with every planted answer
         q.metadata["candidates"] = [q.completion.replace(q.metadata["answer"], a) for a in answers.values()]
@@ -322,7 +352,11 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
               "plants": n_plants, "decoys": n_decoys, "background": kinds.count("background")}
     if cfg.poison_facts:
         report.update(poison=kinds.count("poison"), poison_true=kinds.count("true"))
-    corpus = Corpus(rows, name=f"planted-seed{seed}", report=report)
+    if variant != "easy":
+        report.update(variant=variant, lexical_decoys=sum(r.metadata.get("decoy_type") == "lexical" for r in rows),
+                      unlearned_facts=len(absent))
+    name = f"planted-seed{seed}" if variant == "easy" else f"planted-{variant}-seed{seed}"
+    corpus = Corpus(rows, name=name, report=report)
     return PlantedCorpus(corpus, queries, truth, decoys, answers)
 
 
