@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("store",),
     ("features",),
     ("methods",),
+    ("tabular",),  # tables: MLP, linear and tree-ensemble models, their methods and exact LOO
     ("inputs",),  # load_corpus, train, prepare_inputs (re-exported by api)
     ("retrieval",),
     ("report",),  # results, history, comparison and the console/Markdown views
