@@ -416,6 +416,32 @@ def lds(
     return report
 
 
+def evaluate(
+    cfg: RunConfig, *, types: str | list[str] | None = None, prompts_file: str | Path | None = None,
+    mmlu_path: str | Path | None = None, base: str | Path | None = None, tracking: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
+    """Did the fine-tune help? Completions of the base and fine-tuned model side by side,
+    BERTScore and semantic similarity against references, MMLU-style accuracy, charts, and the
+    tracker of `tracking:` (`datablame evaluate`, see `datablame.evaluate`). The arguments
+    override the config's `evaluate:` / `tracking:` sections. Writes `<run>/evaluate/`;
+    returns what evaluation.json holds."""
+    from datablame.evaluate import evaluate as run_evaluate
+
+    settings, track = cfg.evaluate, cfg.tracking
+    if mmlu_path is not None:
+        settings = settings.model_copy(update={"mmlu": settings.mmlu.model_copy(update={"path": str(mmlu_path)})})
+    if base is not None:
+        settings = settings.model_copy(update={"base": str(base)})
+    if tracking is not None or tracking_uri is not None:
+        track = track.model_copy(update={k: v for k, v in (("backend", tracking), ("uri", tracking_uri)) if v is not None})
+        track = type(track).model_validate(track.model_dump())  # an unknown backend fails here, named
+    run_dir = RunLayout(cfg.output.dir).root
+    if not RunLayout(run_dir).final_model.is_dir() and base is None and not settings.checkpoints:
+        raise DatablameError(f"no fine-tuned model in {run_dir}", "train first: `datablame train --config <run.yaml>`")
+    return run_evaluate(run_dir, prompts_file=prompts_file, types=types, settings=settings, tracking=track)
+
+
 def raise_if_methods_failed(report) -> None:
     """One error naming the methods that failed in a verify or lds report (written already),
     with where the other methods' results are; nothing when all succeeded."""

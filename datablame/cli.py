@@ -310,7 +310,8 @@ def _print_outputs(result, paths) -> None:
 
 # Stage commands that live in their own modules (each registers on `app` with
 # `@app.command()` + `@friendly`): verify/lds, bench, index, inspect.
-_COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index", "datablame.cli_inspect")
+_COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index", "datablame.cli_inspect",
+                    "datablame.cli_evaluate")
 for _name in _COMMAND_MODULES:
     try:
         __import__(_name)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from datablame.config_evaluate import EvaluateSettings, TrackingSettings
 from datablame.errors import DatablameError
 
 _MAX_SEED = 2**32 - 1  # numpy's seed range (seeds reach np.random.seed)
@@ -425,6 +426,8 @@ class RunConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     lds: LDSConfig = Field(default_factory=LDSConfig)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)  # `datablame evaluate`
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)  # where evaluate logs to
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

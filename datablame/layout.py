@@ -244,6 +244,11 @@ class RunLayout:
     def train_summary(self) -> Path:
         return self.model.train_summary
 
+    @property
+    def evaluate_dir(self) -> Path:
+        """`datablame evaluate`: evaluation.json/.md/.html, model_scores_comparison.png, train.png, tracking/."""
+        return self.root / "evaluate"
+
     # --- attribution/ --------------------------------------------------------------------
     @property
     def attribution(self) -> AttributionLayout:

@@ -70,6 +70,8 @@ def _unit(module: str) -> str:
     if len(parts) == 1:
         return "__init__"
     top = parts[1]
+    if top.startswith("config_"):  # config_evaluate.py: sections of the config, in its layer
+        return "config"
     return "cli" if top == "cli" or top.startswith("cli_") else top
 
 
