@@ -52,3 +52,24 @@ def _fmt(s: dict) -> str:
     if mean is None or mean != mean:
         return "n/a"
     return f"{mean:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and lo == lo else "")
+
+
+@app.command()
+@friendly
+def pipeline(
+    config: ConfigOpt,
+    stages: Annotated[str | None, typer.Option(
+        help="comma-separated subset of train,factors,scores,inspect,evaluate (default: all, in order)")] = None,
+    force: Annotated[bool, typer.Option(help="rerun stages already done with this config")] = False,
+    layer: Annotated[str | None, typer.Option(help="module `inspect` plots (default: the first selected)")] = None,
+) -> None:
+    """The seed-000 study in one command: train -> EKFAC factors -> scores -> inspect -> evaluate
+    all. Resumable: finished stages are recorded in <run>/pipeline.json and skipped on a rerun."""
+    from datablame.api import load_config
+    from datablame.api_pipeline import pipeline as run_pipeline
+
+    state = run_pipeline(load_config(config), stages=[s.strip() for s in stages.split(",")] if stages else None,
+                         force=force, layer=layer)
+    for name, info in state["stages"].items():
+        extra = f" (skipped: {info['skipped']})" if isinstance(info.get("skipped"), str) else ""
+        typer.echo(f"{name}: done in {info.get('seconds', 0):.1f} s{extra}")

@@ -245,6 +245,11 @@ class RunLayout:
         return self.model.train_summary
 
     @property
+    def pipeline_json(self) -> Path:
+        """`datablame pipeline`: which stages finished, with the hash of the config they ran with."""
+        return self.root / "pipeline.json"
+
+    @property
     def evaluate_dir(self) -> Path:
         """`datablame evaluate`: evaluation.json/.md/.html, model_scores_comparison.png, train.png, tracking/."""
         return self.root / "evaluate"

@@ -72,6 +72,8 @@ def _unit(module: str) -> str:
     top = parts[1]
     if top.startswith("config_"):  # config_evaluate.py: sections of the config, in its layer
         return "config"
+    if top.startswith("api_"):  # api_pipeline.py: entry points of the api layer in their own file
+        return "api"
     return "cli" if top == "cli" or top.startswith("cli_") else top
 
 
