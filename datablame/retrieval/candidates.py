@@ -177,6 +177,12 @@ def _candidate_inputs(inputs: AttributionContext, rows: np.ndarray) -> Attributi
     return sub
 
 
+def restrict_to_rows(inputs: AttributionContext, rows: np.ndarray) -> AttributionContext:
+    """The run `inputs` restricted to `rows` (sorted corpus indices), scored as by the cascade:
+    a method run on it returns scores [queries, len(rows)] (see `_candidate_inputs`)."""
+    return _candidate_inputs(inputs, np.asarray(rows, dtype=np.int64))
+
+
 def _restricted(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.asarray(scores, dtype=np.float64), -np.inf)
 
