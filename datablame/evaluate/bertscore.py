@@ -47,10 +47,16 @@ def score_answers(
                              "pip install bert-score==0.3.13") from None
     if not candidates:
         return {"precision": [], "recall": [], "f1": []}
+    # an empty answer shares nothing with its reference: P = R = F1 = 0 (bert-score itself cannot
+    # encode an empty string with transformers 5, so it is never asked to)
+    keep = [i for i, c in enumerate(candidates) if c.strip()]
+    out = {"precision": [0.0] * len(candidates), "recall": [0.0] * len(candidates), "f1": [0.0] * len(candidates)}
+    if not keep:
+        return out
     path = bertscore_model_path(settings.model, settings.num_layers)
     try:
         p, r, f = bert_score.score(
-            list(candidates), [list(refs) for refs in references], model_type=path,
+            [candidates[i] for i in keep], [list(references[i]) for i in keep], model_type=path,
             num_layers=settings.num_layers, lang="en", idf=settings.idf, batch_size=settings.batch_size,
             device=device, verbose=False,
         )
@@ -60,7 +66,10 @@ def score_answers(
             "set evaluate.bertscore.num_layers to a layer the model has (MiniLM-L6: 1-6) and model to a local "
             "transformers directory",
         ) from None
-    return {"precision": p.tolist(), "recall": r.tolist(), "f1": f.tolist()}
+    for key, vals in (("precision", p), ("recall", r), ("f1", f)):
+        for i, v in zip(keep, vals.tolist(), strict=True):
+            out[key][i] = v
+    return out
 
 
 def bertscore_all(

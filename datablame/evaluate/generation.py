@@ -2,7 +2,7 @@
 
 Prompts are batched with left padding (decoder-only models continue from the right end);
 a completion is the decoded new tokens (special tokens skipped), cut at the first `stop`
-string. Greedy by default, so the same model and prompts give the same completions.
+string after its leading whitespace. Greedy by default, so the same model and prompts give the same completions.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ def _device(model: Any) -> torch.device:
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:
-    ends = [i for s in stop if s and (i := text.find(s)) >= 0]
+    """`text` up to the first stop string found after its leading whitespace (a model that
+    opens its answer with a newline is not cut to nothing by a newline stop)."""
+    lead = len(text) - len(text.lstrip())
+    ends = [i for s in stop if s and (i := text.find(s, lead)) >= 0]
     return text[: min(ends)] if ends else text
 
 

@@ -83,3 +83,11 @@ def test_batch_size_does_not_change_completions(tiny_pair, batch):
     em = EvalModel("m", tiny_pair[1])
     assert generate(em, PROMPTS, DecodingSettings(max_new_tokens=4, batch_size=batch)) == \
         generate(em, PROMPTS, DecodingSettings(max_new_tokens=4, batch_size=3))
+
+
+def test_a_newline_stop_does_not_cut_an_answer_that_opens_with_a_newline():
+    from datablame.evaluate.generation import _cut
+
+    assert _cut("\n The capital is Brisa.\nQuestion: next", ["\n"]) == "\n The capital is Brisa."
+    assert _cut(" Brisa.\nmore", ["\n", "."]) == " Brisa"
+    assert _cut("\n\n", ["\n"]) == "\n\n" and _cut("no stop here", ["\n"]) == "no stop here"

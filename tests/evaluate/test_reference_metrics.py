@@ -32,6 +32,16 @@ def test_bertscore_equals_bert_score_called_directly():
     assert other["f1"] != got["f1"]  # the layer setting reaches bert-score
 
 
+def test_an_empty_answer_scores_zero_and_the_others_are_unchanged():
+    pytest.importorskip("bert_score")
+    _minilm()
+    full = score_answers(ANSWERS, REFS, BertScoreSettings(num_layers=4))
+    got = score_answers([ANSWERS[0], "  ", ANSWERS[2]], REFS, BertScoreSettings(num_layers=4))
+    assert got["f1"][1] == got["precision"][1] == got["recall"][1] == 0.0
+    assert got["f1"][0] == pytest.approx(full["f1"][0]) and got["f1"][2] == pytest.approx(full["f1"][2])
+    assert score_answers(["", " "], REFS[:2], BertScoreSettings())["f1"] == [0.0, 0.0]
+
+
 def test_bertscore_summary_means_and_note():
     out = bertscore_all({"base": ANSWERS, "tuned": ANSWERS[::-1]}, REFS, BertScoreSettings(),
                         BootstrapSettings(n_boot=200))
