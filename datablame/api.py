@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from datablame import __version__
+from datablame.api_serve import ServedRun, attribute_query, prepare_serving  # noqa: F401 (re-exported)
+from datablame.api_tabular import (  # noqa: F401 (re-exported: the api is the one door)
+    TableVerifyReport,
+    attribute_table,
+    demo_table,
+    describe_tabular_methods,
+    verify_table,
+)
 from datablame.config import RunConfig
+from datablame.config_tabular import TabularRunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.data.queries import resolve_queries
 from datablame.errors import DatablameError
@@ -44,14 +53,18 @@ class RunOutcome:
     paths: dict[str, Path]
 
 
-def load_config(path: str | Path, *, other_names_ok: bool = False) -> RunConfig:
+def load_config(path: str | Path, *, other_names_ok: bool = False, table_ok: bool = False) -> RunConfig:
     """The run config of a YAML file (`datablame.config.load_config`), with every
     `attribution.options.<method>` checked against that method's options (`check_options`),
     so an unknown method or option, or a wrong-typed value, fails here, before any work.
-    `other_names_ok`: entries that name no method are left alone (the benchmark's peers)."""
+    `other_names_ok`: entries that name no method are left alone (the benchmark's peers).
+    `table_ok`: a table config (`data.kind: table`) is returned too; else it is refused, naming
+    the commands that take one (attribute, verify)."""
     from datablame.config import load_config as read_config
 
     cfg = read_config(path)
+    if isinstance(cfg, TabularRunConfig):
+        return _table_config_ok(cfg, path, table_ok)  # type: ignore[return-value]
     try:
         check_options(cfg, other_names_ok=other_names_ok)
     except DatablameError as err:
@@ -64,6 +77,11 @@ def check_options(cfg: RunConfig, *, other_names_ok: bool = False) -> None:
     options validate (`datablame.methods.base.MethodOptions`); nothing is built or loaded."""
     from datablame.methods.base import check_options_table
 
+    if isinstance(cfg, TabularRunConfig):  # the tabular methods' own registry
+        from datablame.tabular.pipeline import check_methods
+
+        check_methods(list(cfg.attribution.methods), cfg.attribution.options)
+        return
     check_options_table(cfg.attribution.options, other_names_ok=other_names_ok)
 
 
@@ -97,6 +115,7 @@ def evaluate_against_truth(
 
 def index(
     cfg: RunConfig, *, faiss: str = "auto", overwrite: bool = False, progress: bool = True, text_indices: bool = True,
+    faiss_metric: str = "cosine",
 ) -> dict:
     """Featurize every training row once into `<run>/store` (resumable, sharded fp16) and
     build a FAISS index over it; later `attribute` calls read rows from the store. With
@@ -134,7 +153,7 @@ def index(
         from datablame.store import open_store
 
         store = open_store(path)
-        idx = build_faiss_index(store, kind, metric="cosine", k=min(10, info.n_rows))
+        idx = build_faiss_index(store, kind, metric=faiss_metric, k=min(10, info.n_rows))  # type: ignore[arg-type]
         idx.save(layout.faiss_index)
         summary["faiss"] = {k: v for k, v in idx.info.items() if k != "store_identity"}
     if text_indices:
@@ -203,7 +222,11 @@ def attribute(
     With `attribution.retrieval.enabled`, the retrieval cascade runs per query and the
     (gradient) methods rank only its candidates; results.json gets a "retrieval" section
     with each stage's rows in/out, seconds and recall (see `datablame.retrieval.candidates`;
-    `retrieval_recall`: None = report recall when the feature store makes it cheap)."""
+    `retrieval_recall`: None = report recall when the feature store makes it cheap).
+    A table config (`data.kind: table`) trains or loads its model and ranks train rows for its
+    test rows instead (`attribute_table`)."""
+    if isinstance(cfg, TabularRunConfig):
+        return attribute_table(cfg, methods=methods)
     methods = methods or cfg.attribution.method_names()
     check_options(cfg)  # fail on a typo or a bad option before any model is loaded
     for name in methods:
@@ -251,6 +274,7 @@ def attribute(
     result.data["truncated_rows"] = len(inputs.rows.truncated)
     _add_evidence(result, inputs, scores, truth, cfg.attribution.top_k)
     _add_row_evidence(result, inputs, fitted)
+    _add_store_search(result, inputs, fitted)
     if retrieval is not None:
         from datablame.retrieval.candidates import drop_unranked
 
@@ -286,6 +310,21 @@ def _add_row_evidence(result: AttributionResult, inputs: AttributionContext, fit
             found = method.evidence(inputs, qi, [index[r.row_id] for r in rows]) if method is not None else None
             for r, ev in zip(rows, found or [], strict=False):
                 r.evidence = ev
+
+
+def _add_store_search(result: AttributionResult, inputs: AttributionContext, fitted: dict[str, Method]) -> None:
+    """results.json's `store_search`: which path (ann / exact) answered each method, and the
+    ANN path's measured recall@10 vs exact (`datablame.features.ann`)."""
+    from datablame.features.ann import search_report
+
+    report = search_report(inputs, fitted)
+    if report is None:
+        return
+    result.data["store_search"] = report
+    if any(m["path"] == "ann" for m in report["methods"].values()):
+        from datablame.retrieval.candidates import drop_unranked
+
+        drop_unranked(result)  # rows the index did not propose have no rank (score -inf)
 
 
 def refresh_checks(cfg: RunConfig) -> Path | None:
@@ -387,7 +426,9 @@ def verify(
     or without each row (loo) vs k random rows vs nothing: effect, CI, verdict (`datablame verify`,
     see `datablame.verify`). `num_cpus`, `address` and `serial` override `verify.ray`. Writes
     `<run>/verify/`; returns the `VerifyReport` (methods that failed are in its `method_errors`:
-    `raise_if_methods_failed(report)`)."""
+    `raise_if_methods_failed(report)`). A table config runs `verify_table` instead."""
+    if isinstance(cfg, TabularRunConfig):
+        return verify_table(cfg, methods=methods)
     from datablame.verify import verify as run_verify
     from datablame.verify.common import ray_settings
 
@@ -473,3 +514,17 @@ def bench(cfg: RunConfig, corpus: str, opts=None, **fields) -> dict:
 
         torch.set_num_threads(max(1, opts.threads))
     return run_bench(cfg, corpus, opts)
+
+
+# --- tables (data.kind: table; datablame.tabular) --------------------------------------------------
+
+
+def _table_config_ok(cfg: TabularRunConfig, path: str | Path, table_ok: bool) -> TabularRunConfig:
+    if not table_ok:
+        raise DatablameError(f"{path} is a table config (data.kind: table); this command works on text corpora.",
+                             "use `datablame attribute` or `datablame verify` with it (`datablame demo --tabular`).")
+    try:
+        check_options(cfg)
+    except DatablameError as err:
+        raise DatablameError(f"invalid config {path}: {err.problem}", err.fix) from None
+    return cfg

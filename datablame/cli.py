@@ -214,7 +214,7 @@ def attribute(
     from datablame.api import load_config
     from datablame.report import print_table
 
-    cfg = with_options(load_config(config), parse_options(option or []))
+    cfg = with_options(load_config(config, table_ok=True), parse_options(option or []))
     methods = [m.strip() for m in method.split(",")] if method else None
     result, paths = api.attribute(cfg, methods=methods)
     print_table(result)
@@ -239,12 +239,21 @@ def run(config: ConfigOpt) -> None:
 def demo(
     output_dir: Annotated[str, typer.Option(help="run directory")] = "runs/demo",
     overwrite: bool = False,
+    tabular: Annotated[bool, typer.Option("--tabular", help="XGBoost on scikit-learn's breast-cancer table "
+                                          "(no download, seconds); run directory runs/demo-table")] = False,
 ) -> None:
     """Planted facts -> tiny model from scratch -> attribution -> recall@10 vs ground truth."""
     from datablame import api
     from datablame.report import print_table
 
     t0 = time.perf_counter()
+    if tabular:
+        result, paths = api.demo_table("runs/demo-table" if output_dir == "runs/demo" else output_dir, overwrite)
+        print_table(result, max_rows=5)
+        _print_outputs(result, paths)
+        typer.echo(f"tabular demo finished in {time.perf_counter() - t0:.0f} s; prove it by retraining: "
+                   f"datablame verify --config {paths['json'].parent.parent / 'config.resolved.yaml'}")
+        return
     outcome = api.demo(output_dir, overwrite)
     print_table(outcome.result, max_rows=10 if len(outcome.result.queries) <= 2 else 5)
     _print_outputs(outcome.result, outcome.paths)
@@ -256,12 +265,23 @@ def demo(
 def methods_(
     names: Annotated[list[str] | None, typer.Argument(help="methods to show (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="a JSON list, one object per method")] = False,
+    tabular: Annotated[bool, typer.Option("--tabular", help="the methods for tables (data.kind: table)")] = False,
 ) -> None:
     """List the attribution methods: family, sign, unit, cost and options (type, default, meaning)."""
     import json
 
     from datablame import api
 
+    if tabular:
+        table_methods = api.describe_tabular_methods()
+        if names:
+            unknown = sorted(set(names) - {d["name"] for d in table_methods})
+            if unknown:
+                raise DatablameError(f"unknown tabular method(s) {unknown}",
+                                     f"choose from {[d['name'] for d in table_methods]}")
+            table_methods = [d for d in table_methods if d["name"] in names]
+        typer.echo(json.dumps(table_methods, indent=2) if as_json else _tabular_methods_text(table_methods))
+        return
     described = api.describe_methods()
     if names:
         unknown = sorted(set(names) - {d["name"] for d in described})
@@ -269,6 +289,18 @@ def methods_(
             raise DatablameError(f"unknown method(s) {unknown}", f"choose from {[d['name'] for d in described]}")
         described = [d for d in described if d["name"] in names]
     typer.echo(json.dumps(described, indent=2) if as_json else _methods_text(described))
+    if not as_json and not names:
+        typer.echo("\ntabular methods (data.kind: table; `datablame methods --tabular` for sign and unit): "
+                   + ", ".join(d["name"] for d in api.describe_tabular_methods()))
+
+
+def _tabular_methods_text(described: list[dict]) -> str:
+    lines = []
+    for d in described:
+        lines += [f"{d['name']}  [needs: {d['needs']} model; {', '.join(d['tasks'])}]  ({d['module'].replace('.', '/')}.py)",
+                  f"  sign: {d['sign']}", f"  unit: {d['unit']}", f"  label noise: ranked by {d['noise']}",
+                  f"  options (attribution.options.{d['name']}): {', '.join(d['options']) or 'none'}", ""]
+    return "\n".join(lines).rstrip("\n")
 
 
 def _methods_text(described: list[dict]) -> str:
@@ -311,7 +343,7 @@ def _print_outputs(result, paths) -> None:
 # Stage commands that live in their own modules (each registers on `app` with
 # `@app.command()` + `@friendly`): verify/lds, bench, index, inspect.
 _COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index", "datablame.cli_inspect",
-                    "datablame.cli_evaluate")
+                    "datablame.cli_evaluate", "datablame.cli_serve")
 for _name in _COMMAND_MODULES:
     try:
         __import__(_name)

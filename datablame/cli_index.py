@@ -19,6 +19,9 @@ def index(
     text_indices: Annotated[bool, typer.Option(
         "--text-indices/--no-text-indices",
         help="also build the retrieval cascade's BM25 + MiniLM embedding indices (reused if current)")] = True,
+    workers: Annotated[int, typer.Option(help="featurize with this many torchrun processes (resumable)")] = 1,
+    faiss_metric: Annotated[str, typer.Option(
+        help="cosine (grad_cosine's ANN search) or dot (grad_dot's): attribution.store.search")] = "cosine",
 ) -> None:
     """Build the gradient feature store (resumable; progress with rows/s and ETA) and the
     text indices of the retrieval cascade."""
@@ -26,7 +29,13 @@ def index(
     from datablame.api import load_config
 
     cfg = load_config(config)
-    summary = api.index(cfg, faiss=faiss, overwrite=overwrite, text_indices=text_indices)
+    if workers > 1:
+        from datablame.api_distributed import index_distributed
+
+        summary = index_distributed(config, workers, faiss=faiss, overwrite=overwrite, text_indices=text_indices,
+                                    faiss_metric=faiss_metric)
+    else:
+        summary = api.index(cfg, faiss=faiss, overwrite=overwrite, text_indices=text_indices, faiss_metric=faiss_metric)
     typer.echo(
         f"store {summary['store']}: {summary['rows']} rows x {summary['dim']} dims in {summary['shards']} shards "
         f"({summary['shards_computed']} computed, {summary['shards_reused']} reused), "

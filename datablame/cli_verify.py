@@ -69,7 +69,10 @@ def verify(
 
     if strategy is not None and strategy not in ("remove", "flip", "loo"):
         raise DatablameError(f"unknown strategy {strategy!r}", "use remove, flip or loo")
-    cfg = load_config(config)
+    cfg = load_config(config, table_ok=True)
+    if getattr(cfg.data, "kind", None) == "table":
+        _verify_table(api.verify(cfg, methods=parse_names(methods)))
+        return
     rep = api.verify(
         cfg, result_path=result, methods=parse_names(methods), queries=parse_names(queries),
         ks=parse_int_list(k), seeds=parse_int_list(seeds), controls=controls, strategy=strategy,
@@ -112,6 +115,35 @@ def verify(
     for kind, p in rep.paths.items():
         typer.echo(f"{kind}: {p}")
     api.raise_if_methods_failed(rep)
+
+
+def _verify_table(rep) -> None:
+    """The table run's checks (tabular_verify.json): LOO agreement and the removal test per method."""
+    from rich.console import Console
+    from rich.table import Table
+
+    d = rep.data
+    console = Console()
+    if "loo" in d:
+        lo = d["loo"]
+        t = Table(title=f"exact leave-one-out: {lo['retrainings']} retrainings, {d['queries']} queries")
+        for col in ("method", "Spearman", "Pearson", "top-k overlap"):
+            t.add_column(col)
+        for m, v in lo["per_method"].items():
+            ov = next(x for key, x in v.items() if key.startswith("top"))
+            t.add_row(m, _fmt(v["spearman"]), _fmt(v["pearson"]), _fmt(ov))
+        console.print(t)
+    if "removal" in d:
+        t = Table(title=f"removal test: top-k vs random-k rows; effect = extra query-loss rise ({d['loss_unit']})")
+        for col in ("method", "k", "seeds", "effect", "95% CI"):
+            t.add_column(col)
+        for m, v in d["removal"].items():
+            t.add_row(m, str(v["k"]), str(v["seeds"]), _fmt(v["effect"]), f"[{_fmt(v['effect_low'])}, {_fmt(v['effect_high'])}]")
+        console.print(t)
+    for kind, p in rep.paths.items():
+        typer.echo(f"{kind}: {p}")
+    for m, e in d.get("method_errors", {}).items():
+        typer.secho(f"{m} failed: {e}", fg="red", err=True)
 
 
 @app.command()

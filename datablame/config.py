@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from datablame.config_evaluate import EvaluateSettings, TrackingSettings
+from datablame.config_serve import ServeConfig
+from datablame.config_tabular import TabularRunConfig, is_table_config
 from datablame.errors import DatablameError
 
 _MAX_SEED = 2**32 - 1  # numpy's seed range (seeds reach np.random.seed)
@@ -292,6 +294,13 @@ class StoreConfig(_Strict):
     enabled: bool = True  # attribute uses <output.dir>/store when it was built
     shard_rows: int = Field(4096, ge=1)
     dtype: Literal["float16", "float32"] = "float16"
+    # how grad_dot / grad_cosine search the store: exact streaming, FAISS candidates re-scored
+    # exactly (ann, needs `datablame index`), or auto (ann from ann_min_rows rows up)
+    search: Literal["exact", "ann", "auto"] = "exact"
+    ann_min_rows: int = Field(50_000, ge=1)
+    nprobe: int | None = Field(None, ge=1)  # IVF lists probed; null = the index's tuned nprobe
+    ann_candidates: int = Field(200, ge=1)  # rows re-scored exactly per query
+    ann_recall_queries: int = Field(8, ge=0)  # queries whose exact top-10 measures the ANN recall (0: none)
 
 
 class RetrievalConfig(_Strict):
@@ -428,6 +437,7 @@ class RunConfig(_Strict):
     lds: LDSConfig = Field(default_factory=LDSConfig)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)  # `datablame evaluate`
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)  # where evaluate logs to
+    serve: ServeConfig = Field(default_factory=ServeConfig)  # `datablame serve`
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -450,8 +460,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"invalid config {source}: " + "; ".join(parts)
 
 
-def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+def parse_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig | TabularRunConfig:
+    """A text run's `RunConfig`, or a `TabularRunConfig` when `data.kind` is set (config_tabular)."""
     try:
+        if is_table_config(raw):
+            return TabularRunConfig.model_validate(raw)
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         raise DatablameError(
@@ -496,7 +509,7 @@ def load_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def load_config(path: str | Path) -> RunConfig:
+def load_config(path: str | Path) -> RunConfig | TabularRunConfig:
     path = Path(path)
     if not path.is_file():
         raise DatablameError(

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from datablame.features.ann import ann_scores, plan_search
 from datablame.features.context import AttributionContext
 from datablame.features.gradients import gradient_features
 from datablame.methods.base import Method, register
@@ -26,4 +27,12 @@ class GradDot(Method):
 
     def score(self, ctx: AttributionContext) -> np.ndarray:
         g = gradient_features(ctx)
+        plan = plan_search(ctx, "cosine" if self.normalize else "dot", g.rows)
+        if plan.path == "ann":  # attribution.store.search: FAISS candidates, re-scored exactly
+            s = ctx.attribution.store
+            scores, self.search_info = ann_scores(plan, g.queries, g.rows, normalize=self.normalize,  # type: ignore[arg-type]
+                                                  candidates=s.ann_candidates, nprobe=s.nprobe,
+                                                  recall_queries=s.ann_recall_queries)
+            return scores
+        self.search_info = plan.as_dict()
         return dot_scores(g.queries, g.rows, normalize=self.normalize)

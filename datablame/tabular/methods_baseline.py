@@ -20,7 +20,7 @@ def _distances(X_query: np.ndarray, X_train: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0))
 
 
-@tabular_method("knn", needs="any",
+@tabular_method("knn", needs="any", noise="neighbours",
                 unit="label-signed kernel 1 / (1 + d / d_k), d the Euclidean distance of the standardised "
                      "features and d_k the query's distance to its k-th nearest train row; unitless in "
                      "[-1, 1], > 1/2 in magnitude for the k nearest; > 0: a near row with an agreeing label")
@@ -73,15 +73,16 @@ def _shap_matrix(model, X: np.ndarray) -> np.ndarray:
     return np.asarray(vals, float).reshape(len(X), -1)
 
 
-@tabular_method("shap_cosine", needs="tree",
+@tabular_method("shap_cosine", needs="tree", noise="neighbours",
                 unit="label-signed cosine of the query's and the train row's SHAP vectors (shap.TreeExplainer, "
-                     "all classes), unitless in [-1, 1]; > 0: the model reasons alike about a row with an "
+                     "all classes), clipped at 0 (opposite reasoning is no similarity, so it cannot flip the "
+                     "label sign), unitless in [-1, 1]; > 0: the model reasons alike about a row with an "
                      "agreeing label")
 def shap_cosine(model, X_train, y_train, X_query, y_query) -> np.ndarray:
     sq, st = _shap_matrix(model, X_query), _shap_matrix(model, X_train)
     sq = sq / np.maximum(np.linalg.norm(sq, axis=1, keepdims=True), 1e-30)
     st = st / np.maximum(np.linalg.norm(st, axis=1, keepdims=True), 1e-30)
-    return (sq @ st.T) * _model_agreement(model, y_train, X_query, y_query)
+    return np.clip(sq @ st.T, 0.0, None) * _model_agreement(model, y_train, X_query, y_query)
 
 
 @tabular_method("random", needs="any", noise="random",

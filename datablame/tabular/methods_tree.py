@@ -51,7 +51,7 @@ def tree_weights(model, X_query: np.ndarray) -> np.ndarray:
     return c / np.maximum(c.sum(axis=1, keepdims=True), 1e-30)
 
 
-@tabular_method("leaf_cooccurrence", needs="tree",
+@tabular_method("leaf_cooccurrence", needs="tree", noise="neighbours",
                 unit="label-signed leaf co-occurrence: sum over trees of w_m / (train rows in the query's leaf) "
                      "for train rows sharing it, w_m = 1/M (forests) or the tree's share of |raw-score change| "
                      "(boosting); unitless in [-1, 1]; > 0: a similar row with an agreeing label")
@@ -60,7 +60,7 @@ def leaf_cooccurrence(model, X_train, y_train, X_query, y_query) -> np.ndarray:
     return sim * _model_agreement(model, y_train, X_query, y_query)
 
 
-@tabular_method("rf_proximity", needs="tree",
+@tabular_method("rf_proximity", needs="tree", noise="neighbours",
                 unit="label-signed Breiman proximity: the fraction of trees where the query and the train row "
                      "share a leaf, unitless in [-1, 1]; > 0: a similar row with an agreeing label")
 def rf_proximity(model, X_train, y_train, X_query, y_query) -> np.ndarray:

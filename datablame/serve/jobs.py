@@ -1,0 +1,212 @@
+"""Jobs of `datablame serve`: a bounded queue, one worker thread that owns the model, and the
+job table in SQLite (`<run>/serve/jobs.sqlite`) so a restart can say what happened.
+
+States: queued -> running -> done | failed | cancelled. A job still queued or running when
+the process stops (crash, kill) is marked failed at the next start, with the reason. A full
+queue refuses new work (`QueueFull`: the HTTP layer answers 503 with Retry-After). Cancelling
+a queued job drops it; a running one stops between methods (a method itself is not
+interrupted) and its answer is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datablame.errors import DatablameError
+from datablame.serve.engine import Engine, JobCancelled
+
+log = logging.getLogger("datablame")
+
+TERMINAL = ("done", "failed", "cancelled")
+RESTART_REASON = "the server stopped before this job finished (restarted at {when}); submit the query again"
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    id: str
+    request: dict[str, Any]
+    key: str
+    state: str = "queued"
+    progress: float = 0.0
+    message: str = "queued"
+    error: str | None = None
+    cached: bool = False
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state, "progress": round(self.progress, 3), "message": self.message,
+                "error": self.error, "cached": self.cached, "created": self.created, "finished": self.finished,
+                "result": f"/v1/attributions/{self.id}" if self.state == "done" else None}
+
+
+class JobTable:
+    """The jobs and their answers in SQLite (WAL; one connection per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().execute(
+            "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, request TEXT NOT NULL, "
+            "key TEXT NOT NULL, error TEXT, cached INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, "
+            "finished REAL, answer BLOB)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+        return conn
+
+    def fail_unfinished(self) -> int:
+        """At start: every job a previous process left queued or running is failed, with why."""
+        reason = RESTART_REASON.format(when=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return self._conn().execute("UPDATE jobs SET state = 'failed', error = ?, finished = ? "
+                                    "WHERE state IN ('queued', 'running')", (reason, time.time())).rowcount
+
+    def save(self, job: Job, answer: bytes | None = None) -> None:
+        self._conn().execute(
+            "INSERT INTO jobs (id, state, request, key, error, cached, created, finished, answer) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+            "error = excluded.error, cached = excluded.cached, finished = excluded.finished, "
+            "answer = COALESCE(excluded.answer, jobs.answer)",
+            (job.id, job.state, json.dumps(job.request), job.key, job.error, int(job.cached), job.created,
+             job.finished, answer))
+
+    def load(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT id, state, request, key, error, cached, created, finished FROM jobs "
+                                   "WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        job = Job(row[0], json.loads(row[2]), row[3], state=row[1], error=row[4], cached=bool(row[5]),
+                  created=row[6], finished=row[7])
+        job.progress = 1.0 if job.state == "done" else 0.0
+        job.message = job.state
+        return job
+
+    def answer(self, job_id: str) -> bytes | None:
+        row = self._conn().execute("SELECT answer FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+
+class JobRunner:
+    """The bounded queue and the one worker thread; jobs of this process are kept in memory
+    (for progress) and in the table (for state across restarts)."""
+
+    def __init__(self, engine: Engine, table: JobTable, cache, *, queue_size: int, metrics=None) -> None:
+        self.engine, self.table, self.cache, self.metrics = engine, table, cache, metrics
+        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self.failed_at_start = table.fail_unfinished()
+        self._thread = threading.Thread(target=self._work, name="datablame-serve-worker", daemon=True)
+        self._thread.start()
+
+    def queue_length(self) -> int:
+        return self.queue.qsize()
+
+    def new_job(self, request: dict[str, Any], key: str) -> Job:
+        return Job(uuid.uuid4().hex, request, key)
+
+    def finish_cached(self, job: Job, answer: bytes) -> Job:
+        job.state, job.progress, job.message, job.cached, job.finished = "done", 1.0, "cached", True, time.time()
+        self.table.save(job, answer)
+        with self._lock:
+            self.jobs[job.id] = job
+        return job
+
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            self.jobs[job.id] = job
+        self.table.save(job)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            with self._lock:
+                self.jobs.pop(job.id, None)
+            job.state, job.error, job.finished = "failed", "the queue was full", time.time()
+            self.table.save(job)
+            raise QueueFull() from None
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            job = self.jobs.get(job_id)
+        return job if job is not None else self.table.load(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.get(job_id)
+        if job is None or job.state in TERMINAL:
+            return job
+        job.cancel.set()
+        if job.state == "queued":  # the worker skips it when it comes up
+            job.state, job.message, job.finished = "cancelled", "cancelled while queued", time.time()
+            self.table.save(job)
+        return job
+
+    def wait(self, job: Job, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while job.state not in TERMINAL and time.monotonic() < end:
+            time.sleep(0.01)
+        return job.state in TERMINAL
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _work(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if job.cancel.is_set():
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        job.state, job.message = "running", "running"
+        self.table.save(job)
+        t = time.perf_counter()
+        answer = None
+        try:
+            if self.engine.reload_if_stale():
+                self.cache.drop_other_runs(self.engine.identity_h)
+            job.key = self.engine.key(job.request)  # the identity may have changed since it was queued
+
+            def progress(p: float, msg: str) -> None:
+                job.progress, job.message = p, msg
+
+            answer = self.engine.answer(job.request, progress, job.cancel.is_set)
+            if job.cancel.is_set():
+                raise JobCancelled()
+            self.cache.put(job.key, answer)
+            job.state, job.progress, job.message = "done", 1.0, "done"
+        except JobCancelled:
+            job.state, job.message = "cancelled", "cancelled while running"
+        except DatablameError as err:
+            job.state, job.error = "failed", f"{err.problem} ({err.fix})" if err.fix else err.problem
+        except Exception as err:  # noqa: BLE001 - the worker must outlive any one job
+            log.exception("job %s failed", job.id)
+            job.state, job.error = "failed", f"{type(err).__name__}: {err}"
+        job.finished = time.time()
+        if job.state != "done":
+            job.message = job.state
+        self.table.save(job, answer if job.state == "done" else None)
+        if self.metrics is not None:
+            self.metrics.job_finished(job.state, time.perf_counter() - t)
