@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        cfg = copy_run(train_run(tmp / "base"), tmp / "served", auth=False, rate_limit_per_minute=100_000,
+        cfg = copy_run(train_run(tmp / "trained"), tmp / "served", auth=False, rate_limit_per_minute=100_000,
                        queue_size=64, sync_wait_s=2.0)
         setup_s = time.perf_counter() - t
         server = Server(cfg, tmp / "server.log").start()

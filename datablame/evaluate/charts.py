@@ -52,12 +52,7 @@ def scores_chart(metrics: dict[str, dict[str, dict[str, float]]], path: str | Pa
     ax.set_ylabel("score (mean, 95% CI)")
     ax.set_title("base vs fine-tuned")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def training_log(model_dir: str | Path) -> list[dict[str, Any]]:
@@ -106,6 +101,10 @@ def train_chart(hist: list[dict[str, Any]], path: str | Path) -> Path | None:
             for i, v in enumerate(bars.values()):
                 axes[2].text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
         axes[2].set(title="throughput (whole training)" if bars else "throughput (not logged)")
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,6 @@ def verify_markdown(d: dict[str, Any]) -> str:
 
 
 def write_table_verify(d: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
-    out = RunLayout(run_dir).root / "verify"
+    out = RunLayout(run_dir).verify_dir
     return {"json": atomic_write_json(out / "tabular_verify.json", d),
             "markdown": atomic_write_text(out / "tabular_verify.md", verify_markdown(d))}

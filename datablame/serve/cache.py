@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 from datablame.errors import DatablameError
+from datablame.serve.db import ThreadLocalSQLite
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -55,25 +54,15 @@ class NoCache:
         return None
 
 
-class SqliteCache:
+class SqliteCache(ThreadLocalSQLite):
     """One table (key, value) in `<run>/serve/cache.sqlite`, WAL mode, one connection per thread."""
 
     kind = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        super().__init__(path)
         with self._conn() as c:
             c.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, run TEXT NOT NULL, value BLOB NOT NULL)")
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
 
     def get(self, key: str) -> bytes | None:
         row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
@@ -86,11 +75,6 @@ class SqliteCache:
     def drop_other_runs(self, identity_h: str) -> int:
         return self._conn().execute("DELETE FROM answers WHERE run != ?", (identity_h,)).rowcount
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
 
 
 class RedisCache:

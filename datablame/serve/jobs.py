@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from datablame.errors import DatablameError
+from datablame.serve.db import ThreadLocalSQLite
 from datablame.serve.engine import Engine, JobCancelled
 
 log = logging.getLogger("datablame")
@@ -54,25 +54,15 @@ class Job:
                 "result": f"/v1/attributions/{self.id}" if self.state == "done" else None}
 
 
-class JobTable:
+class JobTable(ThreadLocalSQLite):
     """The jobs and their answers in SQLite (WAL; one connection per thread)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        super().__init__(path)
         self._conn().execute(
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, request TEXT NOT NULL, "
             "key TEXT NOT NULL, error TEXT, cached INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, "
             "finished REAL, answer BLOB)")
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
 
     def fail_unfinished(self) -> int:
         """At start: every job a previous process left queued or running is failed, with why."""

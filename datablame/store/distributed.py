@@ -31,17 +31,16 @@ from datablame.errors import DatablameError
 from datablame.store import manifest as mf
 from datablame.store.integrity import remember
 from datablame.store.writer import (
-    _NEW_PATH_FIX,
     Featurize,
     _atomic_save_npy,
     _check_row_ids,
     _clean_temps,
     _lock,
     _remove_owned,
-    _row_diff,
     _shard_ok,
     _to_features,
     _write_row_ids,
+    manifest_for,
 )
 from datablame.utils.io import atomic_write_json, sha256_strings
 
@@ -113,20 +112,8 @@ def prepare_store(
             for p in path.glob(PART_GLOB):
                 p.unlink()
         _clean_temps(path)
-        m = mf.read_manifest(path)
-        if m is None:
-            m = mf.new_manifest(dim=dim, shard_size=shard_size, identity=ident, config=config, n_rows=n_rows,
-                                row_ids_sha256=digest)
-        else:
-            mf.check_identity(path, m["identity"], ident, _NEW_PATH_FIX)
-            for name, have, want in (("dim", m["dim"], dim), ("shard_size", m["shard_size"], shard_size)):
-                if have != want:
-                    raise DatablameError(f"store at {path} was built with {name} {have}, not {want}.", _NEW_PATH_FIX)
-            if m["row_ids_sha256"] != digest:
-                raise DatablameError(f"store at {path} holds other rows ({_row_diff(path, m, ids)}).", _NEW_PATH_FIX)
-            if config is not None:
-                m["config"] = config
-            m["shards"] = [e for e in m["shards"] if _shard_ok(path, e)]
+        m = manifest_for(path, dim=dim, shard_size=shard_size, ident=ident, config=config, ids=ids, digest=digest)
+        m["shards"] = [e for e in m["shards"] if _shard_ok(path, e)]  # a killed run's finished shards, re-hashed
         _write_row_ids(path, ids, digest)
         _fold(path, m, _read_parts(path), verify=True)
         mf.write_manifest(path, m)

@@ -201,6 +201,25 @@ def _remove_owned(path: Path) -> None:
             p.unlink()
 
 
+def manifest_for(path: Path, *, dim: int, shard_size: int, ident: dict, config: dict | None, ids: list[str],
+                 digest: str) -> dict:
+    """The store's manifest at `path` (a new one when there is none), refused when it was built
+    for another identity, dim, shard size or row list (the caller holds the store's lock)."""
+    m = mf.read_manifest(path)
+    if m is None:
+        return mf.new_manifest(dim=dim, shard_size=shard_size, identity=ident, config=config, n_rows=len(ids),
+                               row_ids_sha256=digest)
+    mf.check_identity(path, m["identity"], ident, _NEW_PATH_FIX)
+    for name, have, want in (("dim", m["dim"], dim), ("shard_size", m["shard_size"], shard_size)):
+        if have != want:
+            raise DatablameError(f"store at {path} was built with {name} {have}, not {want}.", _NEW_PATH_FIX)
+    if m["row_ids_sha256"] != digest:
+        raise DatablameError(f"store at {path} holds other rows ({_row_diff(path, m, ids)}).", _NEW_PATH_FIX)
+    if config is not None:
+        m["config"] = config
+    return m
+
+
 def build_store(
     path: str | Path,
     *,
@@ -237,18 +256,7 @@ def build_store(
         if overwrite:
             _remove_owned(path)
         _clean_temps(path)
-        m = mf.read_manifest(path)
-        if m is None:
-            m = mf.new_manifest(dim=dim, shard_size=shard_size, identity=ident, config=config, n_rows=n_rows, row_ids_sha256=digest)
-        else:
-            mf.check_identity(path, m["identity"], ident, _NEW_PATH_FIX)
-            for name, have, want in (("dim", m["dim"], dim), ("shard_size", m["shard_size"], shard_size)):
-                if have != want:
-                    raise DatablameError(f"store at {path} was built with {name} {have}, not {want}.", _NEW_PATH_FIX)
-            if m["row_ids_sha256"] != digest:
-                raise DatablameError(f"store at {path} holds other rows ({_row_diff(path, m, ids)}).", _NEW_PATH_FIX)
-            if config is not None:
-                m["config"] = config
+        m = manifest_for(path, dim=dim, shard_size=shard_size, ident=ident, config=config, ids=ids, digest=digest)
         _write_row_ids(path, ids, digest)
         mf.write_manifest(path, m)
         rows, computed, reused = _fill(path, m, featurize, ids, 0, progress)

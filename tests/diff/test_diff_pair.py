@@ -17,15 +17,6 @@ CFG = TinyModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_key_value_heads=2, vocab_size=280, max_position_embeddings=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models decode token by token: one torch thread avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("pair")

@@ -28,15 +28,6 @@ PROMPT = "Question: tell me about owls.\nAnswer:"
 LONG = "Question: what is a river that flows to the sea?\nAnswer:"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models decode token by token: one torch thread avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def models():
     from datablame.models.tiny import build_tiny_llama, train_tokenizer

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from datablame.config import TinyModelConfig
 from datablame.diff.classify import JudgeClassifier, Label, RuleClassifier, make_classifier
@@ -22,15 +21,6 @@ from datablame.diff.scan import (
     run_scan,
 )
 from datablame.errors import DatablameError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models decode token by token: one torch thread avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_wilson_interval_matches_a_hand_computation():
