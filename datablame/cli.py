@@ -15,6 +15,7 @@ import typer
 
 from datablame.error_paths import FILE_AND_INPUT_ERRORS, as_datablame_error
 from datablame.errors import DatablameError
+from datablame.layout import RunLayout
 from datablame.templates import EXAMPLES
 
 if TYPE_CHECKING:
@@ -252,7 +253,7 @@ def demo(
         print_table(result, max_rows=5)
         _print_outputs(result, paths)
         typer.echo(f"tabular demo finished in {time.perf_counter() - t0:.0f} s; prove it by retraining: "
-                   f"datablame verify --config {paths['json'].parent.parent / 'config.resolved.yaml'}")
+                   f"datablame verify --config {RunLayout(paths['json'].parent.parent).resolved_config}")
         return
     outcome = api.demo(output_dir, overwrite)
     print_table(outcome.result, max_rows=10 if len(outcome.result.queries) <= 2 else 5)
@@ -343,7 +344,7 @@ def _print_outputs(result, paths) -> None:
 # Stage commands that live in their own modules (each registers on `app` with
 # `@app.command()` + `@friendly`): verify/lds, bench, index, inspect.
 _COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index", "datablame.cli_inspect",
-                    "datablame.cli_evaluate", "datablame.cli_serve")
+                    "datablame.cli_evaluate", "datablame.cli_serve", "datablame.cli_diff")
 for _name in _COMMAND_MODULES:
     try:
         __import__(_name)

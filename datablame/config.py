@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from datablame.config_diff import DiffSettings
 from datablame.config_evaluate import EvaluateSettings, TrackingSettings
 from datablame.config_serve import ServeConfig
 from datablame.config_tabular import TabularRunConfig, is_table_config
@@ -438,6 +439,7 @@ class RunConfig(_Strict):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)  # `datablame evaluate`
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)  # where evaluate logs to
     serve: ServeConfig = Field(default_factory=ServeConfig)  # `datablame serve`
+    diff: DiffSettings = Field(default_factory=DiffSettings)  # `datablame diff`
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

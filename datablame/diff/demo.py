@@ -29,6 +29,7 @@ from datablame.config import AttributionConfig, ModelConfig, TinyModelConfig, Tr
 from datablame.data.corpus import Corpus, Row
 from datablame.data.templates import render_qa
 from datablame.features.context import AttributionContext, ModelInfo
+from datablame.layout import ModelLayout
 from datablame.models.loading import load_model, save_model
 from datablame.models.tokenize import encode_pairs
 from datablame.utils.io import atomic_write_json, atomic_write_text, seed_everything
@@ -115,7 +116,7 @@ def build_diff_demo(out_dir: str | Path, *, seed: int = 0, n_plants: int = 4, be
     recipe = {"format": 1, "seed": seed, "n_plants": n_plants, "before_epochs": before_epochs,
               "after_epochs": after_epochs, "lr": [BEFORE_LR, AFTER_LR], "clean": clean.fingerprint(), "finetune": ft.fingerprint(),
               "tiny": TINY.model_dump(mode="json")}
-    before_dir, after_dir = out / "before" / "final", out / "after" / "final"
+    before_dir, after_dir = ModelLayout(out / "before").final, ModelLayout(out / "after").final
     manifest = out / "demo.json"
     fresh = not (manifest.is_file() and before_dir.is_dir() and after_dir.is_dir()
                  and json.loads(manifest.read_text(encoding="utf-8")).get("recipe") == recipe)
@@ -123,7 +124,7 @@ def build_diff_demo(out_dir: str | Path, *, seed: int = 0, n_plants: int = 4, be
         seed_everything(seed)
         tok = train_tokenizer([r.text for r in clean] + [r.text for r in ft], TINY.vocab_size)
         base = build_tiny_llama(TINY, tok, seed).to(device)
-        save_model(base, tok, out / "base")
+        save_model(base, tok, ModelLayout(out).base)
         finetune(base, tok, clean, _train_cfg(before_epochs, BEFORE_LR, seed), model_cfg, out / "before",
                  show_progress=progress)
         before = load_model(model_cfg, path_override=str(before_dir))
