@@ -59,7 +59,7 @@ def attribute_query(
     prepared, q_enc = prepare_queries(base.model, base.tokenizer, [Query(prompt=prompt, completion=completion)],
                                       max_length=cfg.model.max_length, max_new_tokens=cfg.attribution.max_new_tokens)
     ctx = dataclasses.replace(base, queries=prepared, query_rows=q_enc, generated=[completion is None],
-                              shared=base.shared.of_model())
+                              shared=base.shared.for_new_queries())
     retrieval = None
     if cfg.attribution.retrieval.enabled:
         from datablame.retrieval.candidates import (
@@ -76,6 +76,8 @@ def attribute_query(
         scores, retrieval = done.scores, done.report
     else:
         scores = {m.name: run_method(ctx, m).scores for m in ms}
+    if base.shared.row_grads is None and ctx.shared.row_grads is not None:
+        base.shared.row_grads = ctx.shared.row_grads  # the next query reuses the rows' gradients
     out = {}
     for name, mat in scores.items():
         row = np.where(keep, mat[0], -np.inf) if keep is not None else mat[0]

@@ -126,12 +126,25 @@ class SharedFeatures:
     preconditioners: dict[str, Preconditioner] = field(default_factory=dict)
     # another method's scores [Q, R] by (method, options) (a judge's candidates, a reference)
     method_scores: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    # the training rows' gradient features and losses alone (no store), reusable for other queries
+    row_grads: tuple[Any, Any] | None = None
 
     def of_model(self) -> SharedFeatures:
         """Only what depends on the model alone (featurizer, modules, checkpoint schedule): what
         a view of the same run over other rows or with separately timed features may share."""
         return SharedFeatures(featurizer=self.featurizer, grad_modules=self.grad_modules,
                               checkpoint_schedule=self.checkpoint_schedule)
+
+    def for_new_queries(self) -> SharedFeatures:
+        """Everything that depends on the model and the training rows but not on the queries, for
+        the same run asked other queries (`datablame serve`): the row gradients, text indices,
+        curvature and loaded checkpoints. The dicts are the same objects, so what one query adds
+        the next finds; anything holding query features (grads, hidden, method scores) starts empty."""
+        return SharedFeatures(featurizer=self.featurizer, grad_modules=self.grad_modules,
+                              checkpoint_schedule=self.checkpoint_schedule, bm25=self.bm25,
+                              embeddings=self.embeddings, curvature_passes=self.curvature_passes,
+                              preconditioners=self.preconditioners, checkpoint_models=self.checkpoint_models,
+                              row_grads=self.row_grads)
 
 
 @dataclass

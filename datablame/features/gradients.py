@@ -83,8 +83,11 @@ def gradient_features(ctx: AttributionContext) -> GradFeatures:
             rows = StoreRows(ctx.store)
             losses = ctx.store_row_losses if ctx.store_row_losses is not None else np.full(len(rows), np.nan)
             row_losses = torch.as_tensor(losses, dtype=torch.float32)
+        elif ctx.shared.row_grads is not None:  # the same rows, featurized for earlier queries
+            rows, row_losses = ctx.shared.row_grads
         else:
             rows, row_losses = feat.featurize(ctx.rows, cfg.batch_size, pad, desc="training-row gradients")
+            ctx.shared.row_grads = (rows, row_losses)
         queries, query_losses = feat.featurize(ctx.query_rows, cfg.batch_size, pad, desc=False)
         ctx.shared.grads = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
     return ctx.shared.grads

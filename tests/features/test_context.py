@@ -92,3 +92,28 @@ def test_run_method_checks_the_shape(ctx):
             run_method(ctx, Transposed.name)
     finally:
         REGISTRY.pop(Transposed.name)
+
+
+def test_new_queries_reuse_the_rows_features_and_score_the_same(ctx, monkeypatch):
+    """`for_new_queries` (datablame serve): a second query on the same rows featurizes only the
+    query, and its scores equal those of a context built from scratch."""
+    calls = []
+    real = gradients.GradientFeaturizer.featurize
+
+    def counting(self, encoded, *a, **k):
+        calls.append(len(encoded))
+        return real(self, encoded, *a, **k)
+
+    monkeypatch.setattr(gradients.GradientFeaturizer, "featurize", counting)
+    run_method(ctx, "grad_cosine")
+    assert calls == [6, 2] and ctx.shared.row_grads is not None
+    other = random_rows(1, seed=11)
+    again = dataclasses.replace(ctx, query_rows=other, queries=ctx.queries[:1],
+                                shared=ctx.shared.for_new_queries())
+    assert again.shared.grads is None and again.shared.row_grads is ctx.shared.row_grads
+    got = run_method(again, "grad_cosine").scores
+    assert calls == [6, 2, 1], "only the new query was featurized"
+    fresh = dataclasses.replace(ctx, query_rows=other, queries=ctx.queries[:1], shared=SharedFeatures())
+    np.testing.assert_allclose(got, run_method(fresh, "grad_cosine").scores, rtol=1e-12)
+    # a view over other rows (the cascade's candidates) never carries them
+    assert ctx.shared.of_model().row_grads is None
