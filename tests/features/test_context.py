@@ -22,6 +22,20 @@ def ctx(tiny_llama) -> AttributionContext:
     return tiny_inputs(tiny_llama, random_rows(6, seed=5), random_rows(2, seed=6), k=8)
 
 
+@pytest.fixture
+def featurize_calls(monkeypatch) -> list[int]:
+    """The number of rows of every featurize call, in order."""
+    calls: list[int] = []
+    real = gradients.GradientFeaturizer.featurize
+
+    def counting(self, encoded, *a, **k):
+        calls.append(len(encoded))
+        return real(self, encoded, *a, **k)
+
+    monkeypatch.setattr(gradients.GradientFeaturizer, "featurize", counting)
+    return calls
+
+
 def test_identity_views_share_one_source(ctx):
     ident = ctx.identity()
     assert isinstance(ident, FeatureIdentity) and ident.model == "tiny-test-model" and ident.rows == 6
@@ -41,15 +55,8 @@ def test_identity_views_share_one_source(ctx):
     assert other.identity().store() != store and feature_key(other, "other-weights") != key
 
 
-def test_shared_features_are_computed_once_and_typed(ctx, monkeypatch):
-    calls = []
-    real = gradients.GradientFeaturizer.featurize
-
-    def counting(self, encoded, *a, **k):
-        calls.append(len(encoded))
-        return real(self, encoded, *a, **k)
-
-    monkeypatch.setattr(gradients.GradientFeaturizer, "featurize", counting)
+def test_shared_features_are_computed_once_and_typed(ctx, featurize_calls):
+    calls = featurize_calls
     dot = run_method(ctx, "grad_dot")
     assert ctx.shared.grads is not None and calls == [6, 2]  # rows, then queries
     cos = run_method(ctx, "grad_cosine")
@@ -94,17 +101,10 @@ def test_run_method_checks_the_shape(ctx):
         REGISTRY.pop(Transposed.name)
 
 
-def test_new_queries_reuse_the_rows_features_and_score_the_same(ctx, monkeypatch):
+def test_new_queries_reuse_the_rows_features_and_score_the_same(ctx, featurize_calls):
     """`for_new_queries` (datablame serve): a second query on the same rows featurizes only the
     query, and its scores equal those of a context built from scratch."""
-    calls = []
-    real = gradients.GradientFeaturizer.featurize
-
-    def counting(self, encoded, *a, **k):
-        calls.append(len(encoded))
-        return real(self, encoded, *a, **k)
-
-    monkeypatch.setattr(gradients.GradientFeaturizer, "featurize", counting)
+    calls = featurize_calls
     run_method(ctx, "grad_cosine")
     assert calls == [6, 2] and ctx.shared.row_grads is not None
     other = random_rows(1, seed=11)
