@@ -225,14 +225,21 @@ def attribute(
 @app.command()
 @friendly
 def run(config: ConfigOpt) -> None:
-    """The whole pipeline: corpus -> fine-tune -> attribute -> report."""
+    """The whole pipeline: corpus -> fine-tune -> attribute -> report (a table config: train the
+    model and attribute its test rows)."""
     from datablame import api
     from datablame.api import load_config
+    from datablame.config_tabular import TabularRunConfig
     from datablame.report import print_table
 
-    outcome = api.run(load_config(config))
-    print_table(outcome.result)
-    _print_outputs(outcome.result, outcome.paths)
+    cfg = load_config(config, table_ok=True)
+    if isinstance(cfg, TabularRunConfig):  # tables train in seconds: attribute trains (or loads) the model
+        result, paths = api.attribute(cfg)
+    else:
+        outcome = api.run(cfg)
+        result, paths = outcome.result, outcome.paths
+    print_table(result)
+    _print_outputs(result, paths)
 
 
 @app.command()

@@ -63,8 +63,11 @@ def test_attribute_and_verify_a_csv_table(tmp_path):
     cfg = _config(tmp_path, _table(), {"target": "label"}, {"kind": "random_forest", "n_estimators": 10},
                   attribution={"methods": ["leaf_cooccurrence", "knn"], "queries": 2, "top_k": 3},
                   verify={"max_train_rows": 12, "k": 3, "seeds": [0, 1]})
+    res = runner.invoke(app, ["run", "--config", cfg])  # run = attribute for a table (the model trains there)
+    assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["attribute", "--config", cfg])
     assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "run" / "attribution" / "history").iterdir())) == 1  # run's result kept aside
     result = json.loads((tmp_path / "run" / "attribution" / "results.json").read_text())
     assert len(result["queries"]) == 2 and len(result["queries"][0]["rankings"]["knn"]) == 3
     assert result["queries"][0]["rankings"]["knn"][0]["metadata"]["features"]["color"] in ("red", "blue")
