@@ -30,16 +30,16 @@ class Tracker:
     location: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
+        """Record the run's settings (`none`: nothing is recorded)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        pass
+        """Record metric values (`none`: nothing is recorded)."""
 
     def log_artifact(self, path: str | Path) -> None:
-        pass
+        """Attach a file (`none`: nothing is attached)."""
 
     def close(self) -> None:
-        pass
+        """Finish the tracked run (`none`: nothing to finish)."""
 
 
 def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -124,7 +124,7 @@ class Engine:
 
 
 class JobCancelled(Exception):
-    pass
+    """A job was cancelled while its methods ran (raised between methods)."""
 
 
 def canonical(obj: Any) -> bytes:

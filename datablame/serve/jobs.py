@@ -31,7 +31,7 @@ RESTART_REASON = "the server stopped before this job finished (restarted at {whe
 
 
 class QueueFull(Exception):
-    pass
+    """The bounded job queue is full (the API answers 503 with Retry-After)."""
 
 
 @dataclass

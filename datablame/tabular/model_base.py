@@ -6,6 +6,8 @@ squared error of the standardised target (0.5 * (y - f)^2, units of target varia
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from datablame.errors import DatablameError
@@ -31,7 +33,7 @@ def loss_gradient_wrt_output(pred: np.ndarray, y: np.ndarray, task: Task) -> np.
     return (np.asarray(pred, float) - np.asarray(y, float))[:, None]
 
 
-class TabularModel:
+class TabularModel(ABC):
     """fit / predict / loss, plus `fit_without` (exact removal) and `clone` (same settings, unfitted).
 
     `predict` gives class probabilities (n, K) for classification and the standardised target (n,)
@@ -52,12 +54,14 @@ class TabularModel:
         self.task, self.n_classes, self.seed = task, n_classes, seed
         self.fitted = False
 
-    # --- to implement -------------------------------------------------------------------------
+    # --- each model kind implements these ----------------------------------------------------
+    @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TabularModel:
-        raise NotImplementedError
+        """Fit on (X, y) with optional per-row weights (0 = the row is left out); returns self."""
 
+    @abstractmethod
     def predict(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Class probabilities (n, K) or the standardised regression target (n,)."""
 
     def params(self) -> dict:
         """The settings `clone` copies."""

@@ -11,6 +11,7 @@ linear model. Checkpoints (theta and the step size after each training phase) ar
 from __future__ import annotations
 
 import contextlib
+from abc import abstractmethod
 from collections.abc import Iterator
 
 import numpy as np
@@ -115,8 +116,9 @@ class TorchModel(TabularModel):
         self.fitted = True
         return self
 
+    @abstractmethod
     def _train(self, theta, x, t, w) -> None:
-        raise NotImplementedError
+        """Fit the flat parameter vector `theta` in place on inputs x, targets t, row weights w."""
 
     def fit_without(self, X, y, drop):
         """Exact removal: the dropped rows get weight 0, everything else (normaliser N, seed) is kept."""

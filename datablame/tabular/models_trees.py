@@ -11,6 +11,7 @@ tree r * C + k), C = number of classes for multi-class and 1 otherwise.
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 
 import numpy as np
 
@@ -57,18 +58,21 @@ class TreeEnsemble(TabularModel):
         return np.arange(self.n_trees) % self.n_outputs
 
     @property
+    @abstractmethod
     def n_trees(self) -> int:
-        raise NotImplementedError
+        """Trees in the ensemble (boosted multi-class: rounds x classes)."""
 
+    @abstractmethod
     def leaves(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Leaf index of each row in each tree, [n, n_trees]."""
 
     def leaf_contributions(self, X: np.ndarray) -> np.ndarray:
         raise DatablameError(f"The {self.kind} model is not boosted; it has no per-tree raw-score contributions.",
                              "use a gradient-boosted model (gradient_boosting, xgboost, lightgbm).")
 
     def raw_score(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        raise DatablameError(f"The {self.kind} model is not boosted; it has no raw (margin) score.",
+                             "use a gradient-boosted model (gradient_boosting, xgboost, lightgbm).")
 
     def predict(self, X):
         return raw_to_prediction(self.raw_score(X), self.task)

@@ -43,6 +43,7 @@ models (model directories, instead of checkpoints), proj_dim (default 1024), out
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import logging
@@ -150,10 +151,9 @@ class TrakerPeer(Peer):
         bs = opts["batch_size"] or inputs.attribution.batch_size
         work = copy.deepcopy(inputs.model).eval()  # TRAKer loads member weights into it
         if hasattr(work, "set_attn_implementation"):
-            try:  # SDPA has no vmap batching rule on CPU (slow fallback); eager is the same maths
+            # SDPA has no vmap batching rule on CPU (slow fallback); eager is the same maths
+            with contextlib.suppress(ValueError, ImportError, AttributeError):
                 work.set_attn_implementation("eager")
-            except (ValueError, ImportError, AttributeError):
-                pass
         for p in work.parameters():
             p.requires_grad_(True)
         grad_wrt = [f"{n}.weight" for n, _ in select_modules(work, inputs.attribution.modules)]
