@@ -20,6 +20,8 @@ from typing import Any
 from datablame import api
 from datablame.config import RunConfig
 from datablame.errors import DatablameError
+from datablame.evaluate.stage_tracking import track_stage
+from datablame.evaluate.tracking import check_tracker
 from datablame.layout import RunLayout
 from datablame.utils.io import atomic_write_json
 from datablame.utils.safe_load import read_json
@@ -58,6 +60,17 @@ def _first_module(cfg: RunConfig) -> str:
     return featurizer_for(inputs).shapes[0][0]
 
 
+def _stage_params(cfg: RunConfig, stage: str) -> dict[str, Any]:
+    """The settings a stage ran with, as the tracker records them."""
+    if stage == "train":
+        return {"model": cfg.model.model_dump(mode="json"), "training": cfg.training.model_dump(mode="json")}
+    if stage == "factors":
+        return {"kind": FACTOR_KIND, "projection": cfg.attribution.projection.model_dump(mode="json")}
+    if stage == "scores":
+        return {"methods": cfg.attribution.method_names(), "top_k": cfg.attribution.top_k}
+    return {}
+
+
 def _evaluate_stage(cfg: RunConfig) -> dict[str, Any]:
     ev = cfg.evaluate
     if not ev.prompts_file and not ev.mmlu.path:
@@ -79,6 +92,7 @@ def pipeline(cfg: RunConfig, *, stages: Sequence[str] | None = None, force: bool
     if unknown:
         raise DatablameError(f"unknown pipeline stage(s) {unknown}", f"choose from {', '.join(STAGES)}")
     api.check_options(cfg)
+    check_tracker(cfg.tracking)  # a missing tracker package fails now, not after training
     layout = RunLayout(cfg.output.dir)
     path = layout.pipeline_json
     key = config_hash(cfg)
@@ -109,5 +123,9 @@ def pipeline(cfg: RunConfig, *, stages: Sequence[str] | None = None, force: bool
         state["stages"][stage] = {"ok": True, "seconds": round(time.perf_counter() - t, 2),
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
         atomic_write_json(path, state)  # a stage that finished stays finished, whatever comes next
+        if stage != "evaluate" and cfg.tracking.backend != "none":  # evaluate tracks itself
+            state["stages"][stage]["tracking"] = track_stage(cfg.tracking, layout.root, stage, state["stages"][stage],
+                                                             _stage_params(cfg, stage))
+            atomic_write_json(path, state)
         log.info("pipeline: %s done in %.1f s", stage, state["stages"][stage]["seconds"])
     return state

@@ -75,12 +75,17 @@ def _series(hist: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
 
 
 def train_chart(hist: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """loss, learning rate and throughput against the step. None without a loss to draw."""
+    """loss, learning rate and throughput against the step, and the peak GPU memory when the
+    training ran on CUDA. None without a loss to draw."""
     steps, loss = _series(hist, "loss")
     if not steps:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    mem_steps, mem = _series(hist, "gpu_memory_gb")
+    fig, axes = plt.subplots(1, 4 if mem_steps else 3, figsize=(16 if mem_steps else 12, 3.4))
+    if mem_steps:
+        axes[3].plot(mem_steps, mem, marker=".", color="tab:red")
+        axes[3].set(title="peak GPU memory (GB)", xlabel="step")
     axes[0].plot(steps, loss, marker=".")
     axes[0].set(title="training loss", xlabel="step")
     lr_steps, lr = _series(hist, "learning_rate")

@@ -168,9 +168,11 @@ def log_safely(
     settings: TrackingSettings, out_dir: str | Path, run_name: str, params: Mapping[str, Any],
     metrics: Mapping[str, float], artifacts: list[Path],
     factory: Callable[[TrackingSettings, str | Path, str], Tracker] = make_tracker,
+    series: list[tuple[int, Mapping[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """Track one evaluation; a failure is logged and reported, never raised. Returns a note
-    for the result: {backend, ok, location?, error?}."""
+    """Track one evaluation or pipeline stage; a failure is logged and reported, never raised.
+    `series`: (step, metrics) pairs, e.g. the training loss curve. Returns a note for the
+    result: {backend, ok, location?, error?}."""
     note: dict[str, Any] = {"backend": settings.backend, "ok": True}
     if settings.backend == "none":
         return note
@@ -179,6 +181,8 @@ def log_safely(
         tracker = factory(settings, out_dir, run_name)
         note["location"] = tracker.location
         tracker.log_params(params)
+        for step, values in series or []:
+            tracker.log_metrics(values, step=step)
         tracker.log_metrics(metrics)
         for path in artifacts:
             tracker.log_artifact(path)

@@ -164,6 +164,26 @@ def _eta_callback(probe: int = 5):
     return _Eta()
 
 
+def _cuda_peak_gb(args) -> float | None:
+    if getattr(args, "device", None) is None or args.device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(args.device) / 1e9
+
+
+def memory_callback(peak_gb=_cuda_peak_gb):
+    """A Trainer callback that adds the peak GPU memory so far (`gpu_memory_gb`) to each logged
+    step of the log history (nothing on CPU), for the training chart and the tracker."""
+    from transformers import TrainerCallback
+
+    class _Memory(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            gb = peak_gb(args)
+            if gb is not None and state.log_history:  # the Trainer appended this step's entry already
+                state.log_history[-1]["gpu_memory_gb"] = round(gb, 4)
+
+    return _Memory()
+
+
 def _use_bf16(cfg: TrainingConfig) -> bool:
     if cfg.bf16 == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -271,7 +291,7 @@ def finetune(
         args=args,
         train_dataset=_EncodedDataset(enc, keep),
         data_collator=_Collator(tokenizer.pad_token_id),
-        callbacks=[_eta_callback()],
+        callbacks=[_eta_callback(), memory_callback()],
     )
     total = planned_steps(train_cfg, len(keep))
     beyond = [c for c in list_checkpoints(output_dir) if (checkpoint_step(c) or 0) > total]

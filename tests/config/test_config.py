@@ -55,3 +55,7 @@ def test_shipped_examples_validate(name):
 
     cfg = parse_config(yaml.safe_load(text))
     assert cfg.model.max_length == 512
+    if name.startswith("tinyllama"):  # seed 000: the evaluation half and the tracker are configured too
+        assert cfg.evaluate.resolved_types() == (["generation", "bertscore", "similarity", "mmlu"], True)
+        assert {"professional_law", "international_law"} <= set(cfg.evaluate.mmlu.subjects)
+        assert cfg.tracking.backend == "mlflow"

@@ -86,3 +86,25 @@ def test_train_chart_from_the_run_log(tiny_run, tmp_path):
     assert [h["loss"] for h in hist if "loss" in h] == [4.0 - s / 4 for s in range(1, 9)]
     assert train_chart(hist, tmp_path / "t.png").stat().st_size > 1000
     assert train_chart([{"train_runtime": 1.0, "step": 3}], tmp_path / "u.png") is None  # no loss logged
+
+
+def test_gpu_memory_is_logged_per_step_and_drawn(tmp_path):
+    """On CUDA the training log carries the peak GPU memory per logged step (simulated here:
+    the callback takes the reading function), and train.png gets a fourth panel for it."""
+    from types import SimpleNamespace
+
+    import matplotlib.image as mpimg
+
+    from datablame.train.finetune import memory_callback
+
+    state = SimpleNamespace(log_history=[{"loss": 2.0, "step": 1}])
+    memory_callback(lambda args: 1.23456).on_log(None, state, None, logs={"loss": 2.0})
+    assert state.log_history[-1] == {"loss": 2.0, "step": 1, "gpu_memory_gb": 1.2346}
+    cpu = SimpleNamespace(log_history=[{"loss": 2.0, "step": 1}])
+    memory_callback().on_log(SimpleNamespace(device=SimpleNamespace(type="cpu")), cpu, None, logs={})
+    assert cpu.log_history[-1] == {"loss": 2.0, "step": 1}
+    hist = [{"loss": 2.0, "step": 1, "gpu_memory_gb": 1.0}, {"loss": 1.0, "step": 2, "gpu_memory_gb": 1.5}]
+    wide = mpimg.imread(train_chart(hist, tmp_path / "gpu.png"))
+    narrow = mpimg.imread(train_chart([{k: v for k, v in h.items() if k != "gpu_memory_gb"} for h in hist],
+                                      tmp_path / "cpu.png"))
+    assert wide.shape[1] > narrow.shape[1] * 1.2  # the memory panel is there only with memory logged

@@ -54,6 +54,19 @@ def test_tensorboard_events_read_back(tmp_path):
     assert "c" in tags["images"]
 
 
+def test_training_curve_is_tracked_step_by_step(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curve = [(1, {"train/loss": 2.5, "train/learning_rate": 1e-3}), (2, {"train/loss": 1.75}), (4, {"train/loss": 1.0})]
+    note = log_safely(TrackingSettings(backend="tensorboard"), tmp_path, "r", {}, {"train/seconds": 3.0}, [], series=curve)
+    assert note["ok"], note
+    acc = EventAccumulator(note["location"], size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 2.5), (2, 1.75), (4, 1.0)]
+    assert [(e.step, e.value) for e in acc.Scalars("train/learning_rate")] == [(1, pytest.approx(1e-3))]
+
+
 def test_failing_tracker_is_a_note_not_an_error(tmp_path):
     result = tmp_path / "evaluation.json"
     result.write_text("{}", encoding="utf-8")
