@@ -522,7 +522,8 @@ def bench(cfg: RunConfig, corpus: str, opts=None, **fields) -> dict:
 def _table_config_ok(cfg: TabularRunConfig, path: str | Path, table_ok: bool) -> TabularRunConfig:
     if not table_ok:
         raise DatablameError(f"{path} is a table config (data.kind: table); this command works on text corpora.",
-                             "use `datablame attribute` or `datablame verify` with it (`datablame demo --tabular`).")
+                             "use `datablame attribute` or `datablame verify` with it (LDS: verify.checks: [lds]; "
+                             "`datablame demo --tabular`).")
     try:
         check_options(cfg)
     except DatablameError as err:

@@ -140,6 +140,15 @@ def _verify_table(rep) -> None:
         for m, v in d["removal"].items():
             t.add_row(m, str(v["k"]), str(v["seeds"]), _fmt(v["effect"]), f"[{_fmt(v['effect_low'])}, {_fmt(v['effect_high'])}]")
         console.print(t)
+    if "lds" in d:
+        ld = d["lds"]
+        t = Table(title=f"LDS: {ld['subsets']} retrainings on {ld['fraction']:.0%} of the train rows; Spearman of "
+                        "summed scores vs -loss per query")
+        for col in ("method", "LDS", "95% CI", "undefined"):
+            t.add_column(col)
+        for m, v in ld["per_method"].items():
+            t.add_row(m, _fmt(v["mean"]), f"[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]", str(v["undefined"]))
+        console.print(t)
     for kind, p in rep.paths.items():
         typer.echo(f"{kind}: {p}")
     for m, e in d.get("method_errors", {}).items():

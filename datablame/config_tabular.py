@@ -14,7 +14,7 @@ section is a union tagged by `model.kind`, and pydantic names the tag).
     model: {kind: xgboost, n_estimators: 100, max_depth: 4}
     model: {kind: xgboost, load: model.json}               # a saved model (its settings come from the file)
     attribution: {methods: [boostin, leaf_cooccurrence], queries: 5, top_k: 10}
-    verify: {checks: [loo, removal], max_train_rows: 200}
+    verify: {checks: [loo, removal, lds], max_train_rows: 200, lds: {subsets: 32, fraction: 0.5}}
 """
 
 from __future__ import annotations
@@ -142,16 +142,27 @@ class TableAttributionSettings(_Strict):
     top_k: int = Field(10, ge=1)
 
 
-class TableVerifySettings(_Strict):
-    """Ground truth by retraining (`datablame.tabular.loo`): exact leave-one-out (one retraining per
-    train row, on a seeded subset of at most `max_train_rows`) and the removal test (top-k vs
-    random-k rows, per seed)."""
+class TableLDSSettings(_Strict):
+    """The linear datamodeling score (`datablame.tabular.lds`): `subsets` retrainings, each on a random
+    `fraction` of the train rows (drawn from `seed`)."""
 
-    checks: list[Literal["loo", "removal"]] = Field(default_factory=lambda: ["loo", "removal"], min_length=1)
+    subsets: int = Field(32, ge=2)
+    fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    seed: TableSeed = 0
+
+
+class TableVerifySettings(_Strict):
+    """Ground truth by retraining (`datablame.tabular.loo`, `datablame.tabular.lds`): exact
+    leave-one-out (one retraining per train row, on a seeded subset of at most `max_train_rows`), the
+    removal test (top-k vs random-k rows, per seed) and, when listed, LDS on `lds.subsets` random
+    subsets of the full train split."""
+
+    checks: list[Literal["loo", "removal", "lds"]] = Field(default_factory=lambda: ["loo", "removal"], min_length=1)
     methods: list[str] = Field(default_factory=list)  # []: the attribution's methods
     max_train_rows: int = Field(200, ge=3)
     k: int = Field(10, ge=1)
     seeds: list[TableSeed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    lds: TableLDSSettings = Field(default_factory=TableLDSSettings)
 
 
 class TableOutputSettings(_Strict):

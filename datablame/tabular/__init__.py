@@ -10,11 +10,13 @@ trees, with exact leave-one-out retraining as ground truth.
     registry        the tabular methods' own registry; attribute(), suspicion()
     methods_grad | methods_tree | methods_baseline   the methods
     loo             exact leave-one-out and the removal test
+    lds             the linear datamodeling score on M random subsets
     noise           label-noise detection
 """
 
 from datablame.tabular.data import TableData, from_file, from_frame
 from datablame.tabular.datasets import load_bundled
+from datablame.tabular.lds import lds_check
 from datablame.tabular.loading import load_model
 from datablame.tabular.loo import agreement_with_loo, exact_loo, removal_test
 from datablame.tabular.models_trees import MODELS, make_model
@@ -24,9 +26,10 @@ from datablame.tabular.registry import (
            attribute,
            get_method,
            methods_for,
+           skipped_for,
            suspicion,
 )
 
 __all__ = ["MODELS", "TABULAR_METHODS", "TableData", "agreement_with_loo", "attribute", "exact_loo", "flip_labels",
-           "from_file", "from_frame", "get_method", "load_bundled", "load_model", "make_model", "methods_for",
-           "noise_detection", "removal_test", "suspicion"]
+           "from_file", "from_frame", "get_method", "lds_check", "load_bundled", "load_model", "make_model",
+           "methods_for", "noise_detection", "removal_test", "skipped_for", "suspicion"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from pydantic import NonNegativeInt, PositiveInt
 
 from datablame.errors import DatablameError
 from datablame.tabular.methods_tree import _model_agreement
@@ -24,7 +25,7 @@ def _distances(X_query: np.ndarray, X_train: np.ndarray) -> np.ndarray:
                 unit="label-signed kernel 1 / (1 + d / d_k), d the Euclidean distance of the standardised "
                      "features and d_k the query's distance to its k-th nearest train row; unitless in "
                      "[-1, 1], > 1/2 in magnitude for the k nearest; > 0: a near row with an agreeing label")
-def knn(model, X_train, y_train, X_query, y_query, k: int = 5) -> np.ndarray:
+def knn(model, X_train, y_train, X_query, y_query, k: PositiveInt = 5) -> np.ndarray:
     d = _distances(X_query, X_train)
     dk = np.sort(d, axis=1)[:, min(k, d.shape[1]) - 1]
     return _model_agreement(model, y_train, X_query, y_query) / (1.0 + d / np.maximum(dk, 1e-12)[:, None])
@@ -53,7 +54,7 @@ def knn_shapley_values(X_train: np.ndarray, y_train: np.ndarray, X_query: np.nda
                 unit="exact KNN-Shapley value (Jia et al. 2019) of the K-NN accuracy on the query (probability "
                      "of the right label, in [-1, 1]; a query's values sum to its K-NN accuracy); > 0: the row "
                      "raises it")
-def knn_shapley(model, X_train, y_train, X_query, y_query, k: int = 5) -> np.ndarray:
+def knn_shapley(model, X_train, y_train, X_query, y_query, k: PositiveInt = 5) -> np.ndarray:
     return knn_shapley_values(X_train, y_train, X_query, y_query, k)
 
 
@@ -73,7 +74,15 @@ def _shap_matrix(model, X: np.ndarray) -> np.ndarray:
     return np.asarray(vals, float).reshape(len(X), -1)
 
 
-@tabular_method("shap_cosine", needs="tree", noise="neighbours",
+def _shap_limitation(model) -> str | None:
+    """shap.TreeExplainer explains scikit-learn's GradientBoostingClassifier only for two classes."""
+    if model.kind == "gradient_boosting" and model.task == "classification" and model.n_classes > 2:
+        return (f"shap.TreeExplainer supports scikit-learn's GradientBoostingClassifier only for binary "
+                f"classification, and this one has {model.n_classes} classes")
+    return None
+
+
+@tabular_method("shap_cosine", needs="tree", noise="neighbours", limitation=_shap_limitation,
                 unit="label-signed cosine of the query's and the train row's SHAP vectors (shap.TreeExplainer, "
                      "all classes), clipped at 0 (opposite reasoning is no similarity, so it cannot flip the "
                      "label sign), unitless in [-1, 1]; > 0: the model reasons alike about a row with an "
@@ -87,5 +96,5 @@ def shap_cosine(model, X_train, y_train, X_query, y_query) -> np.ndarray:
 
 @tabular_method("random", needs="any", noise="random",
                 unit="standard normal noise, seeded (a floor for every comparison)")
-def random_scores(model, X_train, y_train, X_query, y_query, seed: int = 0) -> np.ndarray:
+def random_scores(model, X_train, y_train, X_query, y_query, seed: NonNegativeInt = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((len(X_query), len(X_train)))

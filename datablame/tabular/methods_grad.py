@@ -7,6 +7,7 @@ number of training rows, J the training objective (models_torch), l2 its L2 stre
 from __future__ import annotations
 
 import numpy as np
+from pydantic import NonNegativeFloat
 
 from datablame.tabular.model_base import loss_gradient_wrt_output
 from datablame.tabular.registry import tabular_method
@@ -32,7 +33,7 @@ def grad_cosine(model, X_train, y_train, X_query, y_query) -> np.ndarray:
 @tabular_method("influence", needs="differentiable", noise="self",
                 unit="g_q^T (H + damping I)^-1 g_i / N with H the exact Hessian of J: the first-order increase "
                      "of the query's loss (nats) when the train row is removed; > 0: the row helped")
-def influence(model, X_train, y_train, X_query, y_query, damping: float = 0.0) -> np.ndarray:
+def influence(model, X_train, y_train, X_query, y_query, damping: NonNegativeFloat = 0.0) -> np.ndarray:
     H = model.objective_hessian(X_train, y_train)
     H = H + damping * np.eye(len(H))
     gt = model.per_example_grads(X_train, y_train)

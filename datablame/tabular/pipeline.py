@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from datablame.config_tabular import TabularRunConfig
 from datablame.errors import DatablameError
 from datablame.tabular.data import TableData, from_file
 from datablame.tabular.datasets import load_bundled
+from datablame.tabular.lds import lds_check
 from datablame.tabular.loading import PICKLE_SUFFIXES, load_model
 from datablame.tabular.loo import agreement_with_loo, exact_loo, removal_test
 from datablame.tabular.model_base import TabularModel
@@ -31,6 +33,7 @@ from datablame.tabular.registry import (
     attribute,
     get_method,
     methods_for,
+    skipped_for,
 )
 
 NEEDS_FINITE = ("knn", "knn_shapley")  # feature-space distances: no NaN
@@ -116,16 +119,37 @@ def _option_names(name: str) -> list[str]:
     return [p.name for p in params]
 
 
+def _option_types(name: str) -> dict[str, Any]:
+    """{option: its annotation (with Field constraints)} of a method's function."""
+    hints = typing.get_type_hints(get_method(name).fn, include_extras=True)
+    return {o: hints.get(o, Any) for o in _option_names(name)}
+
+
+def _option_default(name: str, key: str) -> Any:
+    return inspect.signature(get_method(name).fn).parameters[key].default
+
+
 def check_methods(names: list[str], options: dict[str, dict[str, Any]], *, where: str = "attribution") -> None:
-    """Every name a tabular method and every option one its function takes (before any training)."""
+    """Every name a tabular method and every option one its function takes, of the type and range it
+    takes (before any training)."""
+    from pydantic import TypeAdapter, ValidationError
+
     for name in names:
         get_method(name).fn  # noqa: B018  (raises on an unknown name)
     for name, opts in options.items():
-        known = _option_names(get_method(name).name)
-        unknown = sorted(set(opts) - set(known))
+        types = _option_types(get_method(name).name)
+        unknown = sorted(set(opts) - set(types))
         if unknown:
             raise DatablameError(f"{where}.options.{name} has unknown option(s) {unknown}.",
-                                 f"{name} takes {known or 'no options'}.")
+                                 f"{name} takes {sorted(types) or 'no options'}.")
+        for key, value in opts.items():
+            try:
+                TypeAdapter(types[key]).validate_python(value, strict=isinstance(value, str))
+            except ValidationError as err:
+                msg = err.errors()[0]["msg"]
+                raise DatablameError(f"{where}.options.{name}.{key} = {value!r}: {msg}.",
+                                     f"give {name}.{key} a valid value (default: "
+                                     f"{_option_default(name, key)!r}).") from None
 
 
 def choose_methods(cfg: TabularRunConfig, model: TabularModel, table: TableData,
@@ -139,15 +163,19 @@ def choose_methods(cfg: TabularRunConfig, model: TabularModel, table: TableData,
                 raise DatablameError(
                     f"attribution.methods: {name!r} needs a {method.needs} model for {'/'.join(method.tasks)}; this "
                     f"is a {model.kind} model for {model.task}.", f"use some of {methods_for(model)}.")
+            reason = method.unsupported(model)
+            if reason is not None:
+                raise DatablameError(f"attribution.methods: {name!r} cannot run on this {model.kind} model: {reason}.",
+                                     f"use some of {methods_for(model)}.")
             if name in NEEDS_FINITE and table.has_nan:
                 raise DatablameError(f"attribution.methods: {name!r} measures feature-space distances, which the "
                                      f"table's missing values (NaN) do not allow.",
                                      "impute the features, or use a tree method (leaf_cooccurrence, boostin).")
         return names, []
     chosen = [n for n in methods_for(model) if n != "random"]
-    notes = []
+    notes = [f"{n} left out: {reason}" for n, reason in skipped_for(model).items()]
     if table.has_nan:
-        notes = [f"{n} left out: the features have missing values (NaN)" for n in chosen if n in NEEDS_FINITE]
+        notes += [f"{n} left out: the features have missing values (NaN)" for n in chosen if n in NEEDS_FINITE]
         chosen = [n for n in chosen if n not in NEEDS_FINITE]
     return chosen, notes
 
@@ -182,7 +210,8 @@ def run_attribution(cfg: TabularRunConfig, methods: list[str] | None = None) -> 
 
 def run_checks(run: TableRun, methods: list[str] | None = None) -> dict[str, Any]:
     """verify: exact LOO (on a seeded subset of at most `verify.max_train_rows` train rows, the
-    methods rescored on it) and/or the removal test of each method on the full train split."""
+    methods rescored on it), the removal test and/or LDS (`tabular.lds`: `verify.lds.subsets`
+    retrainings on random subsets) of each method on the full train split."""
     v = run.cfg.verify
     names = list(methods or v.methods or run.scores)
     unknown = [n for n in names if n not in run.scores]
@@ -212,6 +241,10 @@ def run_checks(run: TableRun, methods: list[str] | None = None) -> dict[str, Any
         out["removal"] = {name: removal_test(run.model, run.table.X_train, run.table.y_train, run.X_query,
                                              run.y_query, run.scores[name], k=k, seeds=tuple(v.seeds))
                           for name in names}
+    if "lds" in v.checks:
+        out["lds"] = lds_check(run.model, run.table.X_train, run.table.y_train, run.X_query, run.y_query,
+                               {n: run.scores[n] for n in names}, num_subsets=v.lds.subsets,
+                               fraction=v.lds.fraction, seed=v.lds.seed)
     out["seconds"] = time.perf_counter() - t0
     return out
 

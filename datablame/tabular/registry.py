@@ -38,6 +38,12 @@ class TabularMethod:
     unit: str
     tasks: tuple[str, ...] = ("classification", "regression")
     noise: str = "value"
+    limitation: Callable[[TabularModel], str | None] | None = None  # why it cannot run on a model, or None
+
+    def unsupported(self, model: TabularModel) -> str | None:
+        """Why the method cannot run on this model although its kind and task fit (a limit of the
+        library it relies on, e.g. shap), or None."""
+        return self.limitation(model) if self.limitation is not None else None
 
     def applies_to(self, model: TabularModel) -> bool:
         if model.task not in self.tasks:
@@ -55,12 +61,13 @@ TABULAR_METHODS: dict[str, TabularMethod] = {}
 
 
 def tabular_method(name: str, *, needs: str, unit: str, tasks: tuple[str, ...] = ("classification", "regression"),
-                   noise: str = "value") -> Callable:
-    """Decorator adding a scoring function fn(model, X_train, y_train, X_query, y_query, **opts) to the registry."""
+                   noise: str = "value", limitation: Callable[[TabularModel], str | None] | None = None) -> Callable:
+    """Decorator adding a scoring function fn(model, X_train, y_train, X_query, y_query, **opts) to the registry.
+    `limitation(model)` says why the method cannot run on a model its `needs` and `tasks` admit (or None)."""
     assert needs in NEEDS and noise in ("self", "value", "neighbours", "random")
 
     def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        TABULAR_METHODS[name] = TabularMethod(name, fn, needs, unit, tasks, noise)
+        TABULAR_METHODS[name] = TabularMethod(name, fn, needs, unit, tasks, noise, limitation)
         return fn
 
     return wrap
@@ -78,9 +85,21 @@ def get_method(name: str) -> TabularMethod:
 
 
 def methods_for(model: TabularModel) -> list[str]:
-    """Names of the methods that apply to this model (kind and task)."""
+    """Names of the methods that apply to this model (kind and task) and can run on it (`skipped_for`)."""
     _load_all()
-    return [n for n, m in TABULAR_METHODS.items() if m.applies_to(model)]
+    return [n for n, m in TABULAR_METHODS.items() if m.applies_to(model) and m.unsupported(model) is None]
+
+
+def skipped_for(model: TabularModel) -> dict[str, str]:
+    """{method: why it cannot run} for the methods whose kind and task fit this model but that a
+    library limit rules out (e.g. shap on a multi-class scikit-learn GradientBoostingClassifier)."""
+    _load_all()
+    out = {}
+    for n, m in TABULAR_METHODS.items():
+        reason = m.unsupported(model) if m.applies_to(model) else None
+        if reason is not None:
+            out[n] = reason
+    return out
 
 
 def attribute(name: str, model: TabularModel, X_train: np.ndarray, y_train: np.ndarray, X_query: np.ndarray,
@@ -91,6 +110,10 @@ def attribute(name: str, model: TabularModel, X_train: np.ndarray, y_train: np.n
         raise DatablameError(
             f"Method {name!r} needs a {method.needs} model for {'/'.join(method.tasks)}; this is a "
             f"{model.kind} model for {model.task}.", f"use one of {methods_for(model)}.")
+    reason = method.unsupported(model)
+    if reason is not None:
+        raise DatablameError(f"Method {name!r} cannot run on this {model.kind} model: {reason}.",
+                             f"use one of {methods_for(model)}.")
     model._require_fitted()
     scores = np.asarray(method.fn(model, X_train, y_train, X_query, y_query, **opts), dtype=float)
     assert scores.shape == (len(X_query), len(X_train)), (name, scores.shape)
