@@ -64,10 +64,12 @@ def serve(
 def token_create(
     config: OptionalConfig = None,
     name: Annotated[str, typer.Option(help="a label for the token (who or what uses it)")] = "default",
+    rate_limit: Annotated[int | None, typer.Option(
+        help="this token's requests a minute (default serve.rate_limit_per_minute)")] = None,
 ) -> None:
     """Create an API token: printed once; only its hash is kept (<run>/serve/tokens.json)."""
     if config is None:
         raise DatablameError("`datablame serve token create` needs the run's config", "pass --config run.yaml")
     from datablame.api import load_config
 
-    typer.echo(_server().new_token(load_config(config), name))
+    typer.echo(_server().new_token(load_config(config), name, rate_limit))

@@ -19,12 +19,15 @@ class ServeConfig(BaseModel):
     cache: str = "sqlite"
     queue_size: int = Field(16, ge=1, le=10_000)  # jobs waiting for the worker; more -> 503
     sync_wait_s: float = Field(2.0, ge=0, le=60)  # POST waits this long for a small job to answer inline
-    auth: bool = True  # require a token from `datablame serve token create`
+    auth: bool = True  # require a token from `datablame serve token create` (/v1 routes and /metrics)
+    metrics_public: bool = False  # with auth on: /metrics open too (a scraper without a token); /healthz always is
     rate_limit_per_minute: int = Field(120, ge=1)  # per token (or per client address without auth)
     max_k: int = Field(100, ge=1, le=10_000)
     max_prompt_chars: int = Field(8_000, ge=1)  # prompt and completion, each
     max_body_bytes: int = Field(64_000, ge=256)
     max_methods: int = Field(8, ge=1)
+    # finished jobs kept in <run>/serve/jobs.sqlite (each with its answer); older ones are pruned (404)
+    jobs_kept: int = Field(10_000, ge=10)
 
     @field_validator("cache")
     @classmethod

@@ -3,12 +3,20 @@ server-sent events), answers, rows, methods, health, Prometheus metrics and the 
 
 Nothing in a request is ever used as a path: rows are looked up by id in the loaded corpus,
 jobs by id in the job table, and the page's assets are read from the package at start.
+
+Auth (`serve.auth`, on by default): every /v1 route needs `Authorization: Bearer <token>`
+(`datablame serve token create`); so does /metrics unless `serve.metrics_public: true` (for a
+Prometheus scraper without a token). Open: /healthz (liveness probes), the page and its assets
+(the page asks for a token and sends it on every /v1 call), and the API's schema and docs
+(/openapi.json, /docs: no data). With `serve.auth: false` everything is open, rate-limited per
+client address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from importlib import resources
 from typing import Any
@@ -29,10 +37,10 @@ from datablame.serve.cache import AnswerCache
 from datablame.serve.engine import Engine
 from datablame.serve.jobs import TERMINAL, JobRunner, QueueFull
 from datablame.serve.metrics import Metrics
-from datablame.serve.schemas import AttributionRequest, BadRequest, cache_request, parse_request
+from datablame.serve.schemas import BadRequest, cache_request, parse_request, request_schema
 from datablame.serve.tokens import RateLimiter, TokenBook
 
-OPEN_PATHS = {"/", "/app.js", "/app.css", "/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+OPEN_PATHS = {"/", "/app.js", "/app.css", "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/app.css": ("app.css", "text/css; charset=utf-8")}
 
@@ -74,7 +82,7 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
             return _error(413, "body", f"body: larger than serve.max_body_bytes ({s.max_body_bytes} bytes)")
-        if path in OPEN_PATHS or request.method == "OPTIONS":
+        if path in OPEN_PATHS or request.method == "OPTIONS" or (path == "/metrics" and s.metrics_public):
             return await call_next(request)
         caller = request.client.host if request.client else "unknown"
         if s.auth:
@@ -87,11 +95,15 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
             if token_id is None:
                 return _error(401, "authorization", "authorization: unknown or malformed token",
                               {"WWW-Authenticate": "Bearer"})
-            caller = f"token:{token_id}"
-        wait = limiter.take(caller)
+            caller, per_minute = f"token:{token_id}", tokens.rate_limit(token_id)
+        else:
+            per_minute = None
+        wait = limiter.take(caller, per_minute)
         if wait > 0:
-            return _error(429, "authorization", f"rate limit: more than {s.rate_limit_per_minute} requests a "
-                          "minute for this token", {"Retry-After": str(max(1, round(wait)))})
+            limit = per_minute or s.rate_limit_per_minute
+            return _error(429, "authorization", f"rate limit: more than {limit} requests a minute for this "
+                          f"{'token' if s.auth else 'client'}; retry after {max(1, math.ceil(wait))} s",
+                          {"Retry-After": str(max(1, math.ceil(wait)))})
         return await call_next(request)
 
     for path, (body, mime) in assets.items():
@@ -102,7 +114,9 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
         return {"status": "ok", "version": __version__, "run": engine.identity_h, "model": engine.served.identity["model"],
                 "rows": len(engine.corpus), "store": engine.served.identity["store"] is not None,
                 "cascade": engine.cascade, "cache": cache.kind, "queue": runner.queue_length(),
-                "queue_capacity": s.queue_size, "auth": s.auth, "jobs_failed_at_start": runner.failed_at_start}
+                "queue_capacity": s.queue_size, "auth": s.auth, "metrics_public": s.metrics_public or not s.auth,
+                "jobs_failed_at_start": runner.failed_at_start, "reloads": engine.reloads,
+                "reload_error": engine.unavailable(), "reload_pending": engine.stale()}
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def prom() -> PlainTextResponse:
@@ -116,21 +130,25 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
 
     @app.post("/v1/attributions", summary="rank training rows for one query (a job; small ones answer inline)",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": AttributionRequest.model_json_schema()}}}},
+                  "schema": request_schema()}}}},
               responses={200: {"description": "done within serve.sync_wait_s: the job with its answer"},
                          202: {"description": "queued: poll /v1/jobs/{id}"}, 503: {"description": "queue full"}})
     async def submit(request: Request) -> Response:
         raw = await _read_limited(request, s.max_body_bytes)
         try:
-            req = parse_request(raw, s, known, cfg.attribution.method_names(), cfg.attribution.top_k)
+            req = parse_request(raw, s, known, cfg.attribution.method_names(), cfg.attribution.top_k, cfg)
             if req.filter is not None:
                 await run_in_threadpool(_check_filter, engine, req.filter)
         except BadRequest as err:
             return _error(err.status, err.field, err.message)
+        refused = await run_in_threadpool(engine.unavailable)
+        if refused:
+            return _error(503, "run", refused, {"Retry-After": "30"})
         plain = cache_request(req)
-        key = engine.key(plain)
-        job = runner.new_job(plain, key)
-        if req.cache and not engine.stale():
+        # None: the model or store on disk is not the loaded one; never answer from the cache then
+        key = await run_in_threadpool(engine.key_if_fresh, plain)
+        job = runner.new_job(plain, key or engine.key(plain))
+        if req.cache and key is not None:
             hit = await run_in_threadpool(cache.get, key)
             metrics.cache_lookup(hit is not None)
             if hit is not None:
@@ -155,10 +173,16 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
         job = runner.get(job_id) if _valid_id(job_id) else None
         return JSONResponse(job.public()) if job else _error(404, "job_id", f"job_id: no job {job_id[:40]!r}")
 
-    @app.delete("/v1/jobs/{job_id}", summary="cancel a job")
+    @app.delete("/v1/jobs/{job_id}", summary="cancel a job (queued: dropped; running: stops before its next method)",
+                responses={200: {"description": "the job; state `cancelled`, or `running` with `cancel_requested` "
+                                                "until it stops"}, 404: {"description": "no such job"}})
     def job_cancel(job_id: str) -> Response:
         job = runner.cancel(job_id) if _valid_id(job_id) else None
         return JSONResponse(job.public()) if job else _error(404, "job_id", f"job_id: no job {job_id[:40]!r}")
+
+    @app.post("/v1/jobs/{job_id}/cancel", summary="cancel a job (the same as DELETE /v1/jobs/{id})")
+    def job_cancel_post(job_id: str) -> Response:
+        return job_cancel(job_id)
 
     @app.get("/v1/jobs/{job_id}/events", summary="a job's progress as server-sent events")
     async def job_events(job_id: str) -> Response:
@@ -188,6 +212,8 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
             return JSONResponse({"error": f"job_id: the job is {job.state}", "field": "job_id", "job": job.public()},
                                 status_code=409 if job.state not in ("failed", "cancelled") else 410)
         body = runner.table.answer(job_id)
+        if body is None:  # not expected: a job is shown done only once its answer is stored
+            return _error(409, "job_id", "job_id: the answer is not stored yet; retry")
         return Response(body, media_type="application/json",
                         headers={"X-Datablame-Cache": "hit" if job.cached else "miss", "X-Datablame-Job": job.id})
 
@@ -236,6 +262,9 @@ class _TooLarge(Exception):
 
 def _job_response(job, answer: bytes | None) -> Response:
     body = job.public()
+    if job.state == "failed" and job.error_field == "run":  # the run changed on disk and did not reload
+        return JSONResponse({"error": job.error, "field": "run", "job": body}, status_code=503,
+                            headers={"Retry-After": "30"})
     if answer is not None:
         body["answer"] = json.loads(answer)
     return JSONResponse(body, status_code=200 if job.state in TERMINAL else 202,

@@ -5,7 +5,12 @@ States: queued -> running -> done | failed | cancelled. A job still queued or ru
 the process stops (crash, kill) is marked failed at the next start, with the reason. A full
 queue refuses new work (`QueueFull`: the HTTP layer answers 503 with Retry-After). Cancelling
 a queued job drops it; a running one stops between methods (a method itself is not
-interrupted) and its answer is discarded.
+interrupted; the cascade runs as one step) and its answer is discarded.
+
+Memory and disk: the runner keeps the jobs not yet finished and the last `RECENT` finished
+ones in memory (older ones are read back from the table), and the table keeps the last
+`serve.jobs_kept` finished jobs (older ones are deleted, their pages reused), so a
+long-running server grows with neither the number of requests.
 """
 
 from __future__ import annotations
@@ -16,17 +21,19 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datablame.errors import DatablameError
 from datablame.serve.db import ThreadLocalSQLite
-from datablame.serve.engine import Engine, JobCancelled
+from datablame.serve.engine import Engine, JobCancelled, RunChanged
 
 log = logging.getLogger("datablame")
 
 TERMINAL = ("done", "failed", "cancelled")
+RECENT = 256  # finished jobs kept in memory (older ones are read from the table)
 RESTART_REASON = "the server stopped before this job finished (restarted at {when}); submit the query again"
 
 
@@ -47,11 +54,17 @@ class Job:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    error_field: str | None = None  # "run": the run changed on disk and could not be reloaded (HTTP 503)
+    timing: dict[str, Any] = field(default_factory=dict)  # seconds of this computation (not in the answer)
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "state": self.state, "progress": round(self.progress, 3), "message": self.message,
-                "error": self.error, "cached": self.cached, "created": self.created, "finished": self.finished,
-                "result": f"/v1/attributions/{self.id}" if self.state == "done" else None}
+        out = {"id": self.id, "state": self.state, "progress": round(self.progress, 3), "message": self.message,
+               "error": self.error, "cached": self.cached, "created": self.created, "finished": self.finished,
+               "cancel_requested": self.cancel.is_set() and self.state not in TERMINAL,
+               "result": f"/v1/attributions/{self.id}" if self.state == "done" else None}
+        if self.timing:
+            out["timing"] = self.timing
+        return out
 
 
 class JobTable(ThreadLocalSQLite):
@@ -70,14 +83,19 @@ class JobTable(ThreadLocalSQLite):
         return self._conn().execute("UPDATE jobs SET state = 'failed', error = ?, finished = ? "
                                     "WHERE state IN ('queued', 'running')", (reason, time.time())).rowcount
 
-    def save(self, job: Job, answer: bytes | None = None) -> None:
+    def save(self, job: Job, answer: bytes | None = None, *, state: str | None = None, error: str | None = None,
+             finished: float | None = None) -> None:
+        """Insert or update the job; `state`, `error`, `finished` override the job's own (the
+        worker stores a finished job before the job itself says so)."""
+        state, error = state or job.state, error if state else job.error
+        finished = finished if finished is not None else job.finished
         self._conn().execute(
             "INSERT INTO jobs (id, state, request, key, error, cached, created, finished, answer) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
             "error = excluded.error, cached = excluded.cached, finished = excluded.finished, "
             "answer = COALESCE(excluded.answer, jobs.answer)",
-            (job.id, job.state, json.dumps(job.request), job.key, job.error, int(job.cached), job.created,
-             job.finished, answer))
+            (job.id, state, json.dumps(job.request), job.key, error, int(job.cached), job.created,
+             finished, answer))
 
     def load(self, job_id: str) -> Job | None:
         row = self._conn().execute("SELECT id, state, request, key, error, cached, created, finished FROM jobs "
@@ -90,6 +108,12 @@ class JobTable(ThreadLocalSQLite):
         job.message = job.state
         return job
 
+    def prune(self, keep: int) -> int:
+        """Delete all but the `keep` most recently finished jobs (unfinished ones stay)."""
+        return self._conn().execute(
+            "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND id NOT IN (SELECT id FROM jobs "
+            "WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished DESC LIMIT ?)", (keep,)).rowcount
+
     def answer(self, job_id: str) -> bytes | None:
         row = self._conn().execute("SELECT answer FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
@@ -99,12 +123,16 @@ class JobRunner:
     """The bounded queue and the one worker thread; jobs of this process are kept in memory
     (for progress) and in the table (for state across restarts)."""
 
-    def __init__(self, engine: Engine, table: JobTable, cache, *, queue_size: int, metrics=None) -> None:
+    def __init__(self, engine: Engine, table: JobTable, cache, *, queue_size: int, metrics=None,
+                 jobs_kept: int = 10_000) -> None:
         self.engine, self.table, self.cache, self.metrics = engine, table, cache, metrics
+        self.jobs_kept, self._since_prune = jobs_kept, 0
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, Job] = {}  # not finished
+        self.recent: OrderedDict[str, Job] = OrderedDict()  # the last RECENT finished
         self._lock = threading.Lock()
         self.failed_at_start = table.fail_unfinished()
+        table.prune(jobs_kept)
         self._thread = threading.Thread(target=self._work, name="datablame-serve-worker", daemon=True)
         self._thread.start()
 
@@ -117,9 +145,23 @@ class JobRunner:
     def finish_cached(self, job: Job, answer: bytes) -> Job:
         job.state, job.progress, job.message, job.cached, job.finished = "done", 1.0, "cached", True, time.time()
         self.table.save(job, answer)
-        with self._lock:
-            self.jobs[job.id] = job
+        self._finished(job)
         return job
+
+    def _finished(self, job: Job) -> None:
+        """Move a finished job from the live ones to the bounded recent ones."""
+        with self._lock:
+            self.jobs.pop(job.id, None)
+            self.recent[job.id] = job
+            self.recent.move_to_end(job.id)
+            while len(self.recent) > RECENT:
+                self.recent.popitem(last=False)
+            self._since_prune += 1
+            prune = self._since_prune >= max(1, min(500, self.jobs_kept // 10))
+            if prune:
+                self._since_prune = 0
+        if prune:
+            self.table.prune(self.jobs_kept)
 
     def submit(self, job: Job) -> Job:
         with self._lock:
@@ -137,7 +179,7 @@ class JobRunner:
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
-            job = self.jobs.get(job_id)
+            job = self.jobs.get(job_id) or self.recent.get(job_id)
         return job if job is not None else self.table.load(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
@@ -148,6 +190,11 @@ class JobRunner:
         if job.state == "queued":  # the worker skips it when it comes up
             job.state, job.message, job.finished = "cancelled", "cancelled while queued", time.time()
             self.table.save(job)
+            self._finished(job)
+            if self.metrics is not None:
+                self.metrics.job_finished("cancelled", 0.0)
+        else:
+            job.message = "cancelling: stops before its next method"
         return job
 
     def wait(self, job: Job, seconds: float) -> bool:
@@ -174,6 +221,7 @@ class JobRunner:
         self.table.save(job)
         t = time.perf_counter()
         answer = None
+        state, error, error_field = "done", None, None
         try:
             if self.engine.reload_if_stale():
                 self.cache.drop_other_runs(self.engine.identity_h)
@@ -182,21 +230,26 @@ class JobRunner:
             def progress(p: float, msg: str) -> None:
                 job.progress, job.message = p, msg
 
-            answer = self.engine.answer(job.request, progress, job.cancel.is_set)
+            answer = self.engine.answer(job.request, progress, job.cancel.is_set, job.timing)
             if job.cancel.is_set():
                 raise JobCancelled()
             self.cache.put(job.key, answer)
-            job.state, job.progress, job.message = "done", 1.0, "done"
         except JobCancelled:
-            job.state, job.message = "cancelled", "cancelled while running"
+            state = "cancelled"
+        except RunChanged as err:
+            state, error, error_field = "failed", f"{err.problem} (fix: {err.fix})", "run"
         except DatablameError as err:
-            job.state, job.error = "failed", f"{err.problem} ({err.fix})" if err.fix else err.problem
+            state, error = "failed", f"{err.problem} ({err.fix})" if err.fix else err.problem
         except Exception as err:  # noqa: BLE001 - the worker must outlive any one job
             log.exception("job %s failed", job.id)
-            job.state, job.error = "failed", f"{type(err).__name__}: {err}"
-        job.finished = time.time()
-        if job.state != "done":
-            job.message = job.state
-        self.table.save(job, answer if job.state == "done" else None)
+            state, error = "failed", f"{type(err).__name__}: {err}"
+        finished = time.time()
+        # stored first, then shown: a client that sees `done` finds the answer in the table
+        self.table.save(job, answer if state == "done" else None, state=state, error=error, finished=finished)
+        job.error, job.error_field, job.finished = error, error_field, finished
+        job.progress = 1.0 if state == "done" else job.progress
+        job.message = "cancelled while running" if state == "cancelled" else state
+        job.state = state
+        self._finished(job)
         if self.metrics is not None:
             self.metrics.job_finished(job.state, time.perf_counter() - t)

@@ -39,7 +39,7 @@ def build(cfg: RunConfig) -> Served:
     if dropped:
         log.info("dropped %d cached answers of another model or store", dropped)
     runner = JobRunner(engine, JobTable(engine.run_dir / "serve" / "jobs.sqlite"), cache,
-                       queue_size=cfg.serve.queue_size, metrics=Metrics())
+                       queue_size=cfg.serve.queue_size, metrics=Metrics(), jobs_kept=cfg.serve.jobs_kept)
     return Served(create_app(cfg, engine, runner, cache), engine, runner, cache)
 
 
@@ -62,5 +62,5 @@ def run_server(cfg: RunConfig, *, host: str | None = None, port: int | None = No
         served.cache.close()
 
 
-def new_token(cfg: RunConfig, name: str = "default") -> str:
-    return create_token(Path(cfg.output.dir), name)
+def new_token(cfg: RunConfig, name: str = "default", rate_limit_per_minute: int | None = None) -> str:
+    return create_token(Path(cfg.output.dir), name, rate_limit_per_minute)

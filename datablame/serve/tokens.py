@@ -1,7 +1,8 @@
 """API tokens of `datablame serve`, hashed at rest, and the per-token rate limit.
 
-`create_token` writes `<run>/serve/tokens.json` ({id, name, sha256, created} per token; the
-secret itself is printed once and never stored). A token reads `dbt_<id>_<secret>`; checking
+`create_token` writes `<run>/serve/tokens.json` ({id, name, sha256, created} per token, and
+`rate_limit_per_minute` when the token has its own limit instead of `serve.rate_limit_per_minute`;
+the secret itself is printed once and never stored). A token reads `dbt_<id>_<secret>`; checking
 one hashes the secret and compares in constant time. The file is re-read when it changes, so a
 token created while the server runs works at once.
 """
@@ -43,13 +44,20 @@ def _read(path: Path) -> list[dict]:
     return data
 
 
-def create_token(run_dir: Path, name: str = "default") -> str:
-    """A new token (returned once; only its hash is kept in `<run>/serve/tokens.json`)."""
+def create_token(run_dir: Path, name: str = "default", rate_limit_per_minute: int | None = None) -> str:
+    """A new token (returned once; only its hash is kept in `<run>/serve/tokens.json`);
+    `rate_limit_per_minute`: this token's own limit (None: serve.rate_limit_per_minute)."""
+    if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+        raise DatablameError(f"--rate-limit is {rate_limit_per_minute}; it must be at least 1 request a minute",
+                             "give a positive number, or leave it out for serve.rate_limit_per_minute")
     path = tokens_file(run_dir)
     tokens = _read(path)
     token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(24)
-    tokens.append({"id": token_id, "name": name, "sha256": _digest(secret),
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    entry = {"id": token_id, "name": name, "sha256": _digest(secret),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if rate_limit_per_minute is not None:
+        entry["rate_limit_per_minute"] = int(rate_limit_per_minute)
+    tokens.append(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, tokens)
     os.chmod(path, 0o600)
@@ -87,6 +95,13 @@ class TokenBook:
             return None
         return token_id if hmac.compare_digest(known["sha256"], _digest(secret)) else None
 
+    def rate_limit(self, token_id: str) -> int | None:
+        """The token's own requests-a-minute limit (None: the server's)."""
+        with self._lock:
+            known = self._by_id.get(token_id) or {}
+        value = known.get("rate_limit_per_minute")
+        return int(value) if isinstance(value, int) and value >= 1 else None
+
     def count(self) -> int:
         with self._lock:
             self._refresh()
@@ -94,7 +109,8 @@ class TokenBook:
 
 
 class RateLimiter:
-    """A token bucket per caller: `per_minute` requests, refilled continuously."""
+    """A token bucket per caller: `per_minute` requests (or the caller's own limit), refilled
+    continuously."""
 
     def __init__(self, per_minute: int) -> None:
         self.rate = per_minute / 60.0
@@ -102,14 +118,15 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, caller: str) -> float:
+    def take(self, caller: str, per_minute: int | None = None) -> float:
         """0 when allowed, else the seconds until the next request would be."""
+        rate, capacity = (self.rate, self.capacity) if per_minute is None else (per_minute / 60.0, float(per_minute))
         now = time.monotonic()
         with self._lock:
-            level, at = self._buckets.get(caller, (self.capacity, now))
-            level = min(self.capacity, level + (now - at) * self.rate)
+            level, at = self._buckets.get(caller, (capacity, now))
+            level = min(capacity, level + (now - at) * rate)
             if level >= 1:
                 self._buckets[caller] = (level - 1, now)
                 return 0.0
             self._buckets[caller] = (level, now)
-            return (1 - level) / self.rate
+            return (1 - level) / rate

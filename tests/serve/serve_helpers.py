@@ -30,7 +30,9 @@ def write_config(run_dir: Path, path: Path, **serve) -> Path:
 
     raw = small_raw(run_dir, attribution={"method": "grad_cosine", "methods": ["grad_cosine", "bm25"], "top_k": 5,
                                           "batch_size": 16})
-    raw["serve"] = {"sync_wait_s": 0.2, **serve}
+    # polling tests send many requests with one token: the server-wide limit stays out of their way
+    # (the per-token limit is tested with a token of its own, `create_token(..., rate_limit=...)`)
+    raw["serve"] = {"sync_wait_s": 0.2, "rate_limit_per_minute": 6000, **serve}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -139,7 +141,9 @@ class Server:
             self._log.close()
 
 
-def create_token(config: Path) -> str:
-    out = subprocess.run([str(DATABLAME), "serve", "token", "create", "--config", str(config), "--name", "tests"],
+def create_token(config: Path, name: str = "tests", rate_limit: int | None = None) -> str:
+    """A token made by `datablame serve token create` (with its own rate limit when given)."""
+    extra = ["--rate-limit", str(rate_limit)] if rate_limit is not None else []
+    out = subprocess.run([str(DATABLAME), "serve", "token", "create", "--config", str(config), "--name", name, *extra],
                          capture_output=True, text=True, timeout=120, check=True)
     return out.stdout.strip().splitlines()[-1]

@@ -12,7 +12,7 @@ from datablame.errors import DatablameError
 
 def test_defaults_bind_loopback_with_auth_and_sqlite_cache(tmp_path):
     s = parse_config(small_raw(tmp_path)).serve
-    assert (s.host, s.auth, s.cache) == ("127.0.0.1", True, "sqlite")
+    assert (s.host, s.auth, s.cache, s.metrics_public) == ("127.0.0.1", True, "sqlite", False)
 
 
 @pytest.mark.parametrize(("serve", "field"), [({"cache": "mysql://x"}, "serve.cache"),

@@ -31,7 +31,15 @@ def test_health_methods_and_schema(live_server):
                  "/v1/rows/{row_id}", "/v1/methods", "/healthz", "/metrics"):
         assert path in schema["paths"], path
     body = schema["paths"]["/v1/attributions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert {"prompt", "completion", "methods", "k", "filter"} <= set(body["properties"])
+    assert {"prompt", "completion", "methods", "k", "filter", "cascade"} <= set(body["properties"])
+    assert "$ref" not in json.dumps(body)  # nested models inlined: every reference resolves in the document
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate({"prompt": "x", "cascade": {"bm25_k": 30}}, body)  # what a generated client would send
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"prompt": "x", "cascade": {"bm25": 30}}, body)
+    for path in ("/v1/jobs/{job_id}/cancel",):
+        assert "post" in schema["paths"][path]
+    assert "delete" in schema["paths"]["/v1/jobs/{job_id}"]
 
 
 def test_planted_query_ranks_its_planted_rows_first(live_server, planted):
@@ -71,7 +79,7 @@ def test_cached_answer_is_byte_identical_to_a_fresh_one(live_server, planted):
     # another k is another answer, not a hit
     other_job, other = live_server.attribute({**body, "k": 3})
     assert other_job["cached"] is False and len(json.loads(other)["rankings"]["grad_cosine"]) == 3
-    status, _, metrics = live_server.get("/metrics", token=None)
+    status, _, metrics = live_server.get("/metrics")  # a token: /metrics is not public here
     text = metrics.decode()
     hits = next(float(line.split()[-1]) for line in text.splitlines()
                 if line.startswith('datablame_cache_lookups_total{result="hit"}'))

@@ -28,7 +28,9 @@ def test_page_submits_a_query_and_shows_the_ranked_rows(live_server, serve_run):
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(live_server.url + "/")
+            page.goto(live_server.url + "/")  # the page itself is open; its /v1 calls need the token
+            page.wait_for_selector("#status.error")
+            assert "authorization" in page.inner_text("#status")
             page.fill("#token", live_server.token)
             page.reload()  # the token is kept in localStorage: the methods load with it
             page.wait_for_selector("#methods input[value='bm25']")

@@ -44,6 +44,8 @@ def test_kill_mid_job_then_restart_reports_it_failed(serve_run, tmp_path):
     again = Server(config, tmp_path / "server2.log").start()
     try:
         assert again.json("GET", "/healthz")[1]["jobs_failed_at_start"] == 2
+        # serve.auth: false opens every route, /metrics and /v1 alike (no token exists here)
+        assert again.get("/metrics")[0] == 200 and again.get("/v1/methods")[0] == 200
         for job_id in (running["id"], queued["id"]):
             status, job = again.json("GET", f"/v1/jobs/{job_id}")
             assert status == 200 and job["state"] == "failed" and "server stopped" in job["error"], job
