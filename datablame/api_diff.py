@@ -7,11 +7,15 @@ Stages, each cached in `diff.out_dir` (default `<run>/diff`) and resumable:
 - `attribute`: the samples labelled as the behaviour are blamed on the run's corpus (the
   `data:` section) with the after-model as the attributed model; `blame.json` is written
   atomically, and reused when its scan samples, corpus, model and settings are unchanged;
-- `report`: `diff_report.md` (rates per alpha, most blamed rows, agreement) and the rates PNG.
+- `patch`: per method, its top-K rows dropped and the after-model LoRA-fine-tuned, against two
+  controls (no removal; K random rows), seeds per arm, each patched model scanned at one alpha
+  (`datablame.api_diff_patch`, `datablame.diff.patching`); finished arms are skipped by a rerun;
+- `report`: `diff_report.md` (rates per alpha, most blamed rows, agreement) and the rates PNG,
+  plus `final_results.json`/`.png` and `case_study.md` (`datablame.diff.final`).
 
 `diff_demo` runs the same steps on the offline demo (`datablame.diff.demo`) and writes a
 benchmarks-style `diff_demo.json`: rate per alpha with Wilson intervals, recall@20 of the
-planted rows per method, and timings.
+planted rows per method, the patch comparison (planted-row removal vs both controls), and timings.
 """
 
 from __future__ import annotations
@@ -27,18 +31,18 @@ from typing import Any
 from datablame.config import ModelConfig, RunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
-from datablame.layout import RunLayout
+from datablame.layout import DiffLayout, RunLayout
 from datablame.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("datablame")
 
-STAGES = ("scan", "attribute", "report")
+STAGES = ("scan", "attribute", "patch", "report")
 BLAME_FILE, REPORT_FILE, DEMO_FILE = "blame.json", "diff_report.md", "diff_demo.json"
 DEMO_METHODS = ("grad_cosine", "bm25", "embedding_cosine")
 
 
 def diff_out_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.diff.out_dir) if cfg.diff.out_dir else Path(cfg.output.dir) / "diff"
+    return Path(cfg.diff.out_dir) if cfg.diff.out_dir else RunLayout(cfg.output.dir).diff_dir
 
 
 def _stages(stage: str) -> list[str]:
@@ -98,28 +102,55 @@ def diff(cfg: RunConfig, stage: str = "all") -> dict[str, Any]:
     # everything a stage needs is checked before any model is loaded
     prompts = _prompts(cfg) if "scan" in todo else None
     corpus = None
-    if "attribute" in todo:
+    if {"attribute", "patch"} & set(todo):
         from datablame.inputs import load_corpus
 
-        if not methods:
+        if "attribute" in todo and not methods:
             raise DatablameError("diff.methods and attribution.methods are both empty: nothing to blame with",
                                  "set diff.methods, e.g. [grad_cosine, bm25]")
         corpus = load_corpus(cfg)[0]
-        _check_pool(cfg.diff.pool_size, corpus)
+        if "attribute" in todo:
+            _check_pool(cfg.diff.pool_size, corpus)
+        _check_top_k(cfg, corpus)
+    if "patch" in todo and "attribute" not in todo:
+        from datablame.api_diff_patch import check_patch
+
+        assert corpus is not None
+        check_patch(cfg, corpus, out)  # blame.json and K against the corpus and the pool, before any model
     if "scan" in todo:
         from datablame.diff.classify import make_classifier
 
         make_classifier(cfg.diff.classifier.model_dump())  # bad rules / missing keys before loading models
-    before, after, adapter = _model_specs(cfg) if {"scan", "attribute"} & set(todo) else ("", None, None)
+    before, after, adapter = _model_specs(cfg) if {"scan", "attribute", "patch"} & set(todo) else ("", None, None)
     summary: dict[str, Any] = {"out_dir": str(out)}
     if "scan" in todo:
         summary["scan"] = _scan_stage(cfg, prompts or [], out, before, after, adapter)
     if "attribute" in todo:
         assert corpus is not None
         summary["blame"] = _attribute_stage(cfg, corpus, methods, out, after, adapter, before)
+    if "patch" in todo:
+        from datablame.api_diff_patch import patch_stage
+
+        assert corpus is not None
+        summary["patch"] = patch_stage(cfg, corpus, out, before, after, adapter)
     if "report" in todo:
+        from datablame.api_diff_patch import final_report
+
         summary["report"] = str(write_diff_report(out))
+        summary["final"] = final_report(out)
     return summary
+
+
+def _check_top_k(cfg: RunConfig, corpus: Corpus) -> None:
+    """diff.patch.top_k must leave rows to train on and fit in the pool the methods rank."""
+    k, n = cfg.diff.patch.top_k, len(corpus)
+    if k >= n:
+        raise DatablameError(f"diff.patch.top_k ({k}) is not smaller than the fine-tuning set of {n} rows: "
+                             "nothing would be left to train on", f"set diff.patch.top_k to at most {n - 1}")
+    if k > cfg.diff.pool_size:
+        raise DatablameError(f"diff.patch.top_k ({k}) is larger than diff.pool_size ({cfg.diff.pool_size}), the "
+                             "candidate rows each method ranks", f"set diff.patch.top_k to at most {cfg.diff.pool_size}"
+                             " or raise diff.pool_size")
 
 
 def _scan_stage(cfg: RunConfig, prompts: list, out: Path, before: str, after: str | None,
@@ -186,7 +217,7 @@ def _attribute_stage(cfg: RunConfig, corpus: Corpus, methods: list[str], out: Pa
 
     d = cfg.diff
     queries = surfaced_queries(_read_scan(out), alphas=d.blame_alphas, max_queries=d.max_queries)
-    key = {"queries": _queries_digest(queries), "n_queries": len(queries), "corpus": corpus.fingerprint(),
+    key = {"format": 2, "queries": _queries_digest(queries), "n_queries": len(queries), "corpus": corpus.fingerprint(),
            "after": adapter and f"{before} + {adapter}" or after, "methods": methods, "pool_size": d.pool_size,
            "top_k": d.top_k, "options": {m: cfg.attribution.options.get(m, {}) for m in methods}}
     path = out / BLAME_FILE
@@ -245,15 +276,42 @@ def write_diff_report(out: str | Path) -> Path:
                       for p in pairs]
     else:
         lines.append("(no blame.json yet: run `datablame diff --stage attribute`)")
+    lines += _patch_lines(DiffLayout(out))
     return atomic_write_text(out / REPORT_FILE, "\n".join(lines) + "\n")
+
+
+def _patch_lines(layout: DiffLayout) -> list[str]:
+    """The report's patching section (from patching.json), or a pointer to the stage."""
+    if not layout.patch_json.is_file():
+        return ["", "(no patching yet: run `datablame diff --stage patch`)"]
+    doc = json.loads(layout.patch_json.read_text(encoding="utf-8"))
+    cmp = doc["comparison"]
+    lines = ["", "## Patching against controls", "",
+             f"Each method's top {doc['top_k']} rows removed, the after-model LoRA-fine-tuned ({doc['steps']} steps, "
+             f"r {doc['r']}, {doc['seeds']} seeds per arm), rescanned at alpha {doc['alpha']:g}; {cmp['ci_method']}.", "",
+             "| arm | rows removed | hits / n | rate | Wilson 95 % | per-seed rates | verdict |",
+             "|---|---:|---:|---:|---|---|---|"]
+    for a in cmp["arms"]:
+        v = cmp["verdicts"].get(a["arm"])
+        rate = "n/a" if a["rate"] is None else f"{a['rate']:.3f}"
+        lines.append(f"| {a['arm']} | {a['n_removed']} | {a['hits']}/{a['n']} | {rate} | "
+                     f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] | "
+                     + ", ".join("n/a" if x["rate"] is None else f"{x['rate']:.3f}" for x in a["seeds"])
+                     + f" | {v['verdict'] + ' (' + v['why'] + ')' if v else 'control'} |")
+    lines += ["", f"![patching]({layout.patching_png.name})", "",
+              f"Final figure: `{layout.final_png.name}`; traced example: `{layout.case_study_md.name}`."]
+    return lines
 
 
 def diff_demo(out_dir: str | Path = "runs/diff-demo", *, alphas: Sequence[float] = (0.0, 4.0), n_samples: int = 40,
               methods: Sequence[str] = DEMO_METHODS, pool_size: int = 100, max_queries: int = 20, k: int = 20,
-              max_new_tokens: int = 12, top_p: float = 0.8, seed: int = 0, threads: int | None = 1) -> dict[str, Any]:
+              max_new_tokens: int = 12, top_p: float = 0.8, seed: int = 0, threads: int | None = 1,
+              patch: bool = True, patch_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The offline demo end to end: train (or reuse) the before/after pair, scan `alphas`,
     blame the surfaced samples with `methods` over a BM25 pool (at most the corpus: the demo's
-    fine-tuning corpus has 58 rows), and write `<out_dir>/diff_demo.json`; returns it.
+    fine-tuning corpus has 58 rows), patch (`patch`: each method's top K rows removed and the
+    after-model LoRA-fine-tuned, against no removal and K random rows; `patch_settings` override
+    `api_diff_patch.DEMO_PATCH`), and write `<out_dir>/diff_demo.json`; returns it.
     `threads`: torch threads while it runs (1 is fastest for these tiny models; None = leave)."""
     import torch
 
@@ -262,13 +320,14 @@ def diff_demo(out_dir: str | Path = "runs/diff-demo", *, alphas: Sequence[float]
         torch.set_num_threads(threads)
     try:
         return _diff_demo(Path(out_dir), list(alphas), n_samples, list(methods), pool_size, max_queries, k,
-                          max_new_tokens, top_p, seed)
+                          max_new_tokens, top_p, seed, patch_settings if patch else None, patch)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _diff_demo(out: Path, alphas: list[float], n_samples: int, methods: list[str], pool_size: int, max_queries: int,
-               k: int, max_new_tokens: int, top_p: float, seed: int) -> dict[str, Any]:
+               k: int, max_new_tokens: int, top_p: float, seed: int, patch_settings: dict[str, Any] | None = None,
+               patch: bool = False) -> dict[str, Any]:
     import torch
 
     from datablame.diff.blame import blame_surfaced, surfaced_queries
@@ -296,6 +355,13 @@ def _diff_demo(out: Path, alphas: list[float], n_samples: int, methods: list[str
     res = blame_surfaced(demo_context(demo), queries, methods, pool_size=pool, top_k=min(k, pool))
     timings["blame_s"] = time.perf_counter() - t
     timings.update({f"method_{m}_s": s for m, s in res.seconds.items()})
+    patch_doc = None
+    if patch:
+        from datablame.api_diff_patch import demo_patch
+
+        t = time.perf_counter()
+        patch_doc = demo_patch(demo, pair, res.to_dict(), scan, settings, out, overrides=patch_settings)
+        timings["patch_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     planted = set(demo.planted_row_ids)
     recall = {}
@@ -331,5 +397,37 @@ def _diff_demo(out: Path, alphas: list[float], n_samples: int, methods: list[str
         "threads": torch.get_num_threads(),
         "files": {"scan": str(out / "scan" / "phase_scan.json"), "plot": str(out / "scan" / PLOT_FILE)},
     }
+    if patch_doc is not None:
+        doc["patch"] = _demo_patch_summary(patch_doc, planted)
+        doc["files"].update(patch_doc["files"])
     atomic_write_json(out / DEMO_FILE, doc)
     return doc
+
+
+def _demo_patch_summary(pdoc: dict[str, Any], planted: set[str]) -> dict[str, Any]:
+    """The demo's patch figures: per arm the pooled rate (Wilson 95 %) and per-seed rates, per
+    method its verdict and how many planted rows its removal held, and the headline comparison."""
+    cmp = pdoc["comparison"]
+    arms = {a["arm"]: a for a in cmp["arms"]}
+    methods = list(cmp["verdicts"])
+    best = min(methods, key=lambda m: arms[m]["rate"])
+    return {
+        "what": f"each method's top {pdoc['top_k']} rows removed from the {pdoc['corpus_rows']}-row fine-tuning set, "
+                f"the after-model LoRA-fine-tuned ({pdoc['steps']} steps, r {pdoc['r']}, {pdoc['seeds']} seeds); "
+                f"controls: all rows (baseline), all rows minus {pdoc['top_k']} random rows; scan at alpha "
+                f"{pdoc['alpha']:g}, {pdoc['n_samples']} samples per prompt per seed",
+        "settings": pdoc["settings"], "alpha": pdoc["alpha"], "selection": pdoc["selection"],
+        "random_control": pdoc["random_control"], "ci_method": cmp["ci_method"],
+        "unpatched": cmp["before"],
+        "arms": [{k: a[k] for k in ("arm", "kind", "n_removed", "hits", "n", "rate", "ci_low", "ci_high")}
+                 | {"seed_rates": [s["rate"] for s in a["seeds"]]} for a in cmp["arms"]],
+        "verdicts": {m: {"verdict": v["verdict"], "rate": v["rate"], "vs": v["vs"]} for m, v in cmp["verdicts"].items()},
+        "planted_removed": {m: sum(r["row_id"] in planted for r in rows) for m, rows in pdoc["removals"].items()},
+        "random_planted_removed": [sum(r in planted for r in s["removed"]) for s in arms["random"]["seeds"]],
+        "best_method": best,
+        "planted_removal_drops": {
+            "best_rate": arms[best]["rate"], "baseline_rate": arms["baseline"]["rate"],
+            "random_rate": arms["random"]["rate"], "best_verdict": cmp["verdicts"][best]["verdict"],
+            "random_not_lower_than_baseline_ci": arms["random"]["ci_high"] >= arms["baseline"]["ci_low"]},
+        "jobs_trained": pdoc["trained"], "jobs_reused": pdoc["reused"], "seconds": pdoc["seconds"],
+    }

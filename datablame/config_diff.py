@@ -11,6 +11,7 @@ how the surfaced samples are blamed. Part of the config layer (imported by `data
       classifier: {kind: rules, keywords: [walrus]}
       methods: [grad_cosine, bm25]        # default: attribution.methods
       pool_size: 100
+      patch: {top_k: 20, seeds: 3, steps: 200, r: 8}   # LoRA patching against controls
 
 The sampling and classifier sections mirror `datablame.diff.SamplingSettings` and
 `ClassifierSettings` field for field (the config layer may not import the diff stage; a test
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DIFF_STAGES = ("scan", "attribute", "report")
+DIFF_STAGES = ("scan", "attribute", "patch", "report")
 
 
 class _Strict(BaseModel):
@@ -57,6 +58,44 @@ class DiffClassifierSettings(_Strict):
     cache: str | None = None
 
 
+class DiffPatchSettings(_Strict):
+    """The patch stage: per blaming method, drop its top_k rows from the fine-tuning set and
+    LoRA-fine-tune the after-model for a fixed number of steps; controls: the same fine-tune on
+    every row (baseline) and on every row minus top_k random rows; `seeds` training seeds per
+    arm; then scan each patched model at `alpha` (default: the scan's alpha with the highest
+    pooled rate) with `n_samples` per prompt (default: diff.n_samples)."""
+
+    top_k: int = Field(20, ge=1)  # rows removed per method: the top_k of its blame (mean percentile over queries)
+    seeds: int = 3  # training seeds per arm (0 .. seeds-1)
+    steps: int = Field(200, ge=1)  # the fixed step budget of every fine-tune
+    r: int = Field(8, ge=1)  # LoRA rank
+    lora_alpha: int = Field(16, gt=0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    learning_rate: float = Field(1e-4, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    alpha: float | None = None  # scan alpha of the patched models; null: the scan's alpha with the highest rate
+    n_samples: int | None = Field(None, ge=1)  # samples per prompt; null: diff.n_samples
+    methods: list[str] | None = None  # null: every method of blame.json
+    random_seed: int = Field(0, ge=0)  # draws the random control's rows (one draw per training seed)
+    keep_models: bool = True  # keep each arm's LoRA model (patch/models/<key>/final)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"diff.patch.seeds must be at least 1 training seed per arm (3 or more to see the "
+                             f"seed-to-seed spread), got {v}")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise ValueError(f"diff.patch.alpha must be a finite number >= 0 (or null: the scan's alpha with the "
+                             f"highest rate), got {v}")
+        return v
+
+
 class DiffSettings(_Strict):
     before: str | None = None  # model dir / checkpoint / hub id; default: <run>/model/base or model.name_or_path
     after: str | None = None  # default: <run>/model/final (unless adapter is set)
@@ -73,6 +112,7 @@ class DiffSettings(_Strict):
     top_k: int = Field(10, ge=1)  # rows listed per method, and the agreement's top-k
     max_queries: int | None = Field(20, ge=1)  # surfaced samples blamed at most (null: all)
     blame_alphas: list[float] | None = None  # only samples of these alphas are blamed (null: all)
+    patch: DiffPatchSettings = Field(default_factory=DiffPatchSettings)  # the patch stage
     out_dir: str | None = None  # default: <run>/diff
     overwrite: bool = False  # discard a scan made with other settings in out_dir
 

@@ -196,6 +196,60 @@ class BenchLayout:
 
 
 @dataclass(frozen=True)
+class DiffLayout:
+    """What `datablame diff` writes (`diff.out_dir`, default `<run>/diff`) beyond the scan,
+    blame and report files that `datablame.diff` names itself: the patch stage (one record per
+    finished arm x seed job under `patch/jobs/`, its LoRA model and its scan) and the final
+    figures."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def patch_dir(self) -> Path:
+        return self.root / "patch"
+
+    @property
+    def patch_jobs_dir(self) -> Path:
+        """Finished patch jobs, one `<key>.json` each (a rerun skips them)."""
+        return sweep_jobs_dir(self.patch_dir)
+
+    def patch_model_dir(self, key: str) -> Path:
+        """One patch job's fine-tune output (its `final/` is the LoRA model)."""
+        return self.patch_dir / "models" / key
+
+    def patch_scan_dir(self, key: str) -> Path:
+        """One patched model's behaviour scan (phase_scan.json, behavior_rates.png)."""
+        return self.patch_dir / "scans" / key
+
+    @property
+    def patch_json(self) -> Path:
+        return self.patch_dir / "patching.json"
+
+    @property
+    def patching_png(self) -> Path:
+        return self.root / "patching_comparison.png"
+
+    @property
+    def patching_csv(self) -> Path:
+        return self.root / "patching_comparison.csv"
+
+    @property
+    def final_json(self) -> Path:
+        return self.root / "final_results.json"
+
+    @property
+    def final_png(self) -> Path:
+        return self.root / "final_results.png"
+
+    @property
+    def case_study_md(self) -> Path:
+        return self.root / "case_study.md"
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """Every path under a run directory. `RunLayout(run_dir)`; only names paths, creates nothing."""
 
@@ -359,6 +413,12 @@ class RunLayout:
     @property
     def lds_plot(self) -> Path:
         return self.lds_dir / "lds.png"
+
+    # --- diff/ ---------------------------------------------------------------------------
+    @property
+    def diff_dir(self) -> Path:
+        """`datablame diff`'s default output folder (`DiffLayout(diff_dir)` names its files)."""
+        return self.root / "diff"
 
     # --- bench/, inspect/ ----------------------------------------------------------------
     @property

@@ -7,6 +7,10 @@
 - `rates`: behaviour rates with Wilson 95 % intervals and the rate-vs-alpha chart;
 - `scan`: every (prompt, alpha) cell sampled, labelled and saved, resumable (`run_scan`);
 - `blame`: the surfaced samples as queries, scored by methods over a BM25 pool, with agreement;
+- `patching`: per method its top-K rows removed and the after-model LoRA-fine-tuned, against a
+  no-removal and a random-removal control, seeds per arm, rescanned; verdicts (`run_patch_jobs`,
+  `compare_arms`);
+- `final`: the 4-panel `final_results.png`, `final_results.json` and `case_study.md`;
 - `demo`: a tiny offline before/after pair with a planted rare behaviour and its ground truth.
 """
 
@@ -19,7 +23,16 @@ from datablame.diff.blame import (
 )
 from datablame.diff.classify import ClassifierSettings, Label, make_classifier
 from datablame.diff.demo import DiffDemo, build_diff_demo, demo_context
+from datablame.diff.final import write_final
 from datablame.diff.pair import load_pair
+from datablame.diff.patching import (
+    PatchJob,
+    PatchRunner,
+    compare_arms,
+    newcombe_interval,
+    plan_jobs,
+    run_patch_jobs,
+)
 from datablame.diff.rates import plot_rates, pooled_rates, rate_summary, wilson_interval
 from datablame.diff.sampling import (
     ModelPair,
@@ -31,8 +44,9 @@ from datablame.diff.sampling import (
 from datablame.diff.scan import ScanPrompt, ScanSettings, load_prompts, run_scan
 
 __all__ = [
-    "BlameResult", "ClassifierSettings", "DiffDemo", "Label", "ModelPair", "SamplingSettings", "ScanPrompt",
-    "ScanSettings", "amplified_logits", "blame_surfaced", "bm25_pool", "build_diff_demo", "demo_context",
-    "load_pair", "load_prompts", "make_classifier", "plot_rates", "pooled_rates", "rate_summary", "run_scan",
-    "sample_texts", "sample_token_ids", "surfaced_queries", "wilson_interval", "with_queries",
+    "BlameResult", "ClassifierSettings", "DiffDemo", "Label", "ModelPair", "PatchJob", "PatchRunner",
+    "SamplingSettings", "ScanPrompt", "ScanSettings", "amplified_logits", "blame_surfaced", "bm25_pool",
+    "build_diff_demo", "compare_arms", "demo_context", "load_pair", "load_prompts", "make_classifier",
+    "newcombe_interval", "plan_jobs", "plot_rates", "pooled_rates", "rate_summary", "run_patch_jobs", "run_scan",
+    "sample_texts", "sample_token_ids", "surfaced_queries", "wilson_interval", "with_queries", "write_final",
 ]

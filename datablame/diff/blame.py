@@ -128,6 +128,9 @@ class BlameResult:
                      "how": "rows with the best BM25 score against any surfaced query"},
             "methods": self.units, "seconds": self.seconds,
             "blame": {m: [{"row_id": r, "blame": b} for r, b in self.top_rows(m)] for m in self.scores},
+            # every pool row, most blamed first (the patch stage removes the top K of it)
+            "ranking": {m: [{"row_id": r, "blame": b} for r, b in self.top_rows(m, len(self.pool_row_ids))]
+                        for m in self.scores},
             "blame_unit": "mean percentile of the row in each query's ranking of the pool, in [0, 1]; "
                           "1 = ranked first for every query (higher = more responsible)",
             "top_k_per_query": per_query, "agreement": self.agreement, "notes": self.notes,

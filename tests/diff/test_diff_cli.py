@@ -21,12 +21,13 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """`datablame diff --demo` once, small: 2 methods, a pool of 30 (trains the pair, ~20-40 s)."""
+    """`datablame diff --demo --no-patch` once, small: 2 methods, a pool of 30 (trains the pair, ~20-40 s);
+    the demo with its patch stage is `test_diff_demo_patch.py` (slow)."""
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("diff_cli") / "demo"
     try:
         res = runner.invoke(app, ["diff", "--demo", "--output-dir", str(out), "--n-samples", "40",
-                                  "--methods", "grad_cosine,bm25", "--pool-size", "30"])
+                                  "--methods", "grad_cosine,bm25", "--pool-size", "30", "--no-patch"])
     finally:
         torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
@@ -63,7 +64,9 @@ def _write_config(tmp_path, demo_dir, **diff_over) -> str:
             "prompts_file": str(demo_dir / "prompts.jsonl"), "alphas": [0, 4], "n_samples": 8,
             "sampling": {"max_new_tokens": 12, "top_p": 0.8}, "device": "cpu",
             "classifier": {"patterns": [r"\bpurple\b"]}, "methods": ["bm25", "grad_cosine"], "pool_size": 20,
-            "top_k": 5, "out_dir": str(tmp_path / "diff"), **diff_over}
+            "top_k": 5, "out_dir": str(tmp_path / "diff"),
+            "patch": {"top_k": 4, "seeds": 1, "steps": 3, "n_samples": 4, "learning_rate": 1e-3,
+                      "methods": ["grad_cosine"]}, **diff_over}
     raw = {"name": "d", "data": {"source": "file", "path": str(data), "id_column": "id"},
            "model": {"kind": "tiny", "max_length": 64, "device": "cpu"},
            "output": {"dir": str(tmp_path / "run")}, "diff": diff}
@@ -104,10 +107,24 @@ def test_config_stages_resume_and_reuse_their_outputs(demo_run, tmp_path, monkey
     res = runner.invoke(app, ["diff", "--config", cfg, "--stage", "attribute"])
     assert res.exit_code == 0, res.output
 
+    monkeypatch.undo()
+    res = runner.invoke(app, ["diff", "--config", cfg, "--stage", "patch"])
+    assert res.exit_code == 0, res.output
+    assert "3 fine-tunes run, 0 reused" in res.output and "baseline" in res.output and "random" in res.output
+    table = (tmp_path / "diff" / "patching_comparison.csv").read_text()
+    assert {line.split(",")[0] for line in table.splitlines()[1:]} == {"baseline", "random", "grad_cosine"}
+    res = runner.invoke(app, ["diff", "--config", cfg, "--stage", "patch"])
+    assert res.exit_code == 0 and "0 fine-tunes run, 3 reused" in res.output, res.output
+
     res = runner.invoke(app, ["diff", "--config", cfg, "--stage", "report"])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "diff" / "diff_report.md").read_text()
     assert "| 4 |" in md and "plant-" in md and (tmp_path / "diff" / "behavior_rates.png").is_file()
+    final = json.loads((tmp_path / "diff" / "final_results.json").read_text())
+    assert final["patch"]["comparison"]["verdicts"].keys() == {"grad_cosine"}
+    assert (tmp_path / "diff" / "final_results.png").stat().st_size > 10000
+    assert "Rate before and after patching" in (tmp_path / "diff" / "case_study.md").read_text()
+    assert "## Patching against controls" in md and "| random |" in md
 
 
 @pytest.mark.parametrize(("over", "stage", "named"), [
@@ -115,6 +132,9 @@ def test_config_stages_resume_and_reuse_their_outputs(demo_run, tmp_path, monkey
     ({"prompts_file": "EMPTY"}, "scan", "diff.prompts_file"),
     ({"pool_size": 500}, "attribute", "diff.pool_size"),
     ({"classifier": {"patterns": ["("]}}, "all", "not a valid regular expression"),
+    ({"patch": {"seeds": 0}}, "patch", "diff.patch.seeds"),
+    ({"patch": {"top_k": 80}}, "patch", "diff.patch.top_k (80) is not smaller than the fine-tuning set of"),
+    ({"patch": {"top_k": 30}}, "all", "diff.patch.top_k (30) is larger than diff.pool_size (20)"),
 ])
 def test_bad_diff_config_exits_2_naming_the_field(tmp_path, over, stage, named):
     if over.get("prompts_file") == "EMPTY":

@@ -14,9 +14,8 @@ from datablame.retrieval.candidates import restrict_to_rows
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo trained once (about 10 s on one thread; many threads on 2 shared cores are far slower)."""
-    from datablame.diff.demo import build_diff_demo
+def demo(demo_models, tmp_path_factory):
+    """The demo's pair (trained once per session, conftest) scanned at alphas 0 and 4."""
     from datablame.diff.pair import load_pair
     from datablame.diff.scan import load_prompts, run_scan
 
@@ -24,7 +23,7 @@ def demo(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         out = tmp_path_factory.mktemp("diff_demo")
-        d = build_diff_demo(out)
+        d = demo_models
         pair = load_pair(str(d.before_dir), str(d.after_dir), device="cpu")
         settings = {"alphas": [0, 4], "n_samples": 40, "sampling": {"max_new_tokens": 12, "top_p": 0.8},
                     "classifier": d.classifier()}
