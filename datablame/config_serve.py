@@ -17,6 +17,10 @@ class ServeConfig(BaseModel):
     port: int = Field(8765, ge=0, le=65535)  # 0: any free port
     # "sqlite" (<run>/serve/cache.sqlite), "none", or a redis:// / rediss:// / unix:// URL
     cache: str = "sqlite"
+    # the answer cache's bounds (SQLite and Redis): past the cap the oldest stored answers go first;
+    # an answer older than the TTL is a miss and is recomputed (None: answers never expire)
+    cache_max_entries: int = Field(100_000, ge=1, le=100_000_000)
+    cache_ttl_s: float | None = Field(None, gt=0, le=10 * 365 * 86_400)
     queue_size: int = Field(16, ge=1, le=10_000)  # jobs waiting for the worker; more -> 503
     sync_wait_s: float = Field(2.0, ge=0, le=60)  # POST waits this long for a small job to answer inline
     auth: bool = True  # require a token from `datablame serve token create` (/v1 routes and /metrics)

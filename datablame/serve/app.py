@@ -2,7 +2,8 @@
 server-sent events), answers, rows, methods, health, Prometheus metrics and the web page.
 
 Nothing in a request is ever used as a path: rows are looked up by id in the loaded corpus,
-jobs by id in the job table, and the page's assets are read from the package at start.
+jobs by id in the job table, reports by the answer's cache key (job table, then cache), and
+the page's assets are read from the package at start.
 
 Auth (`serve.auth`, on by default): every /v1 route needs `Authorization: Bearer <token>`
 (`datablame serve token create`); so does /metrics unless `serve.metrics_public: true` (for a
@@ -24,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import (
+    HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     Response,
@@ -33,10 +35,11 @@ from fastapi.responses import (
 from datablame import __version__, api
 from datablame.config import RunConfig
 from datablame.errors import DatablameError
-from datablame.serve.cache import AnswerCache
+from datablame.serve.cache import AnswerCache, key_of_report
 from datablame.serve.engine import Engine
 from datablame.serve.jobs import TERMINAL, JobRunner, QueueFull
 from datablame.serve.metrics import Metrics
+from datablame.serve.report import render_answer_report
 from datablame.serve.schemas import BadRequest, cache_request, parse_request, request_schema
 from datablame.serve.tokens import RateLimiter, TokenBook
 
@@ -61,6 +64,7 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
     limiter = RateLimiter(s.rate_limit_per_minute)
     methods_described = api.describe_methods()
     known = {d["name"] for d in methods_described}
+    described_by_name = {d["name"]: d for d in methods_described}
     assets = {path: (resources.files("datablame.serve").joinpath("static", name).read_bytes(), mime)
               for path, (name, mime) in ASSETS.items()}
     app = FastAPI(title="datablame serve", version=__version__,
@@ -216,6 +220,22 @@ def create_app(cfg: RunConfig, engine: Engine, runner: JobRunner, cache: AnswerC
             return _error(409, "job_id", "job_id: the answer is not stored yet; retry")
         return Response(body, media_type="application/json",
                         headers={"X-Datablame-Cache": "hit" if job.cached else "miss", "X-Datablame-Job": job.id})
+
+    @app.get("/v1/reports/{report_id}", response_class=HTMLResponse,
+             summary="a finished answer's HTML report (the answer's `report_url`; the page of `datablame attribute`)",
+             responses={404: {"description": "no finished answer under this id"}})
+    def report(report_id: str) -> Response:
+        key = key_of_report(report_id)
+        body = (runner.table.answer_for_key(key) or cache.get(key)) if key is not None else None
+        if body is None:
+            return _error(404, "report_id", f"report_id: no finished answer {report_id[:100]!r} in this run (take "
+                          "`report_url` from a finished answer; answers of older jobs are pruned)")
+        identity = json.loads(body)["run"]["identity"]
+        loaded = identity == engine.identity_h  # the loaded run describes itself; an older one's answer less so
+        page = render_answer_report(body, described_by_name,
+                                    model_source=engine.served.inputs.model_info.source if loaded else None,
+                                    n_rows=len(engine.corpus) if loaded else None)
+        return HTMLResponse(page)
 
     @app.get("/v1/rows/{row_id}", summary="one training row: text and metadata")
     def row(row_id: str) -> Response:

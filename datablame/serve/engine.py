@@ -28,12 +28,15 @@ from datablame import api
 from datablame.config import RunConfig
 from datablame.errors import DatablameError
 from datablame.layout import RunLayout
-from datablame.serve.cache import cache_key, identity_hash
+from datablame.serve.cache import cache_key, identity_hash, report_path
 from datablame.store.manifest import MANIFEST, ROW_IDS
 
 log = logging.getLogger("datablame")
 
 RESTART = "or restart `datablame serve`"
+# part of the identity, so answers cached in an earlier shape are dropped at start, never served
+# (2: the answer carries `report_url`)
+ANSWER_FORMAT = 2
 
 
 def _model_dir(cfg: RunConfig, run_dir: Path) -> Path:
@@ -78,7 +81,7 @@ class Engine:
         served = api.prepare_serving(self.cfg)
         with self._lock:
             self.served, self._stamp_at_load = served, stamp
-            self.identity_h = identity_hash(served.identity)
+            self.identity_h = identity_hash({**served.identity, "answer_format": ANSWER_FORMAT})
             self.corpus = served.inputs.corpus
             self.row_index = {r.row_id: i for i, r in enumerate(self.corpus)}
             self._failed_stamp, self.reload_error = None, None
@@ -175,6 +178,8 @@ class Engine:
             "rankings": {m: [{**e, **self.row(e["index"])} for e in rows] for m, rows in rankings.items()},
             "rows": self._side_by_side(rankings, methods),
             "retrieval": None if retrieval is None else stage_table(retrieval, timing),
+            # content-addressed (the cache key, not the job): the same for a cached and a fresh answer
+            "report_url": report_path(self.key(request)),
         }
         return canonical(body)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from datablame.errors import DatablameError
+from datablame.serve.cache import report_path
 from datablame.serve.db import ThreadLocalSQLite
 from datablame.serve.engine import Engine, JobCancelled, RunChanged
 
@@ -61,7 +62,8 @@ class Job:
         out = {"id": self.id, "state": self.state, "progress": round(self.progress, 3), "message": self.message,
                "error": self.error, "cached": self.cached, "created": self.created, "finished": self.finished,
                "cancel_requested": self.cancel.is_set() and self.state not in TERMINAL,
-               "result": f"/v1/attributions/{self.id}" if self.state == "done" else None}
+               "result": f"/v1/attributions/{self.id}" if self.state == "done" else None,
+               "report_url": report_path(self.key) if self.state == "done" else None}
         if self.timing:
             out["timing"] = self.timing
         return out
@@ -76,6 +78,7 @@ class JobTable(ThreadLocalSQLite):
             "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, request TEXT NOT NULL, "
             "key TEXT NOT NULL, error TEXT, cached INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, "
             "finished REAL, answer BLOB)")
+        self._conn().execute("CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key)")  # reports find answers by key
 
     def fail_unfinished(self) -> int:
         """At start: every job a previous process left queued or running is failed, with why."""
@@ -91,7 +94,7 @@ class JobTable(ThreadLocalSQLite):
         finished = finished if finished is not None else job.finished
         self._conn().execute(
             "INSERT INTO jobs (id, state, request, key, error, cached, created, finished, answer) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, key = excluded.key, "
             "error = excluded.error, cached = excluded.cached, finished = excluded.finished, "
             "answer = COALESCE(excluded.answer, jobs.answer)",
             (job.id, state, json.dumps(job.request), job.key, error, int(job.cached), job.created,
@@ -113,6 +116,12 @@ class JobTable(ThreadLocalSQLite):
         return self._conn().execute(
             "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND id NOT IN (SELECT id FROM jobs "
             "WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished DESC LIMIT ?)", (keep,)).rowcount
+
+    def answer_for_key(self, key: str) -> bytes | None:
+        """The answer of the latest finished job under this cache key (None: none kept)."""
+        row = self._conn().execute("SELECT answer FROM jobs WHERE key = ? AND state = 'done' AND answer IS NOT NULL "
+                                   "ORDER BY finished DESC LIMIT 1", (key,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def answer(self, job_id: str) -> bytes | None:
         row = self._conn().execute("SELECT answer FROM jobs WHERE id = ?", (job_id,)).fetchone()

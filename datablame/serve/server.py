@@ -34,7 +34,8 @@ def build(cfg: RunConfig) -> Served:
         raise DatablameError(f"`datablame serve` needs fastapi and uvicorn ({err})",
                              "pip install 'datablame[serve]' (scripts/setup.sh installs it)") from None
     engine = Engine(cfg)
-    cache = open_cache(cfg.serve.cache, engine.run_dir)
+    cache = open_cache(cfg.serve.cache, engine.run_dir, max_entries=cfg.serve.cache_max_entries,
+                       ttl_s=cfg.serve.cache_ttl_s)
     dropped = cache.drop_other_runs(engine.identity_h)
     if dropped:
         log.info("dropped %d cached answers of another model or store", dropped)

@@ -28,7 +28,7 @@ def test_health_methods_and_schema(live_server):
     status, schema = live_server.json("GET", "/openapi.json", token=None)
     assert status == 200
     for path in ("/v1/attributions", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/attributions/{job_id}",
-                 "/v1/rows/{row_id}", "/v1/methods", "/healthz", "/metrics"):
+                 "/v1/rows/{row_id}", "/v1/methods", "/healthz", "/metrics", "/v1/reports/{report_id}"):
         assert path in schema["paths"], path
     body = schema["paths"]["/v1/attributions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"prompt", "completion", "methods", "k", "filter", "cascade"} <= set(body["properties"])

@@ -1,6 +1,6 @@
 """The web page of `datablame serve` in headless Chromium: load it, enter the token and a
-planted query, submit, wait for the ranked rows, check the top row and the highlighting, and
-save a screenshot to benchmarks/results/serve_page.png."""
+planted query, submit, wait for the ranked rows, check the top row and the highlighting, open
+the HTML report, and save a screenshot to benchmarks/results/serve_page.png."""
 
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ def test_page_submits_a_query_and_shows_the_ranked_rows(live_server, serve_run):
                                                                                   "grad_cosine (rank · score)"]
             marks = rows.first.locator("mark").all_inner_texts()
             assert marks and all(m.lower() in (q.prompt + q.completion).lower() for m in marks)
+            # the HTML report opens in a new tab, fetched with the token (the link alone would be 401)
+            with page.expect_popup() as opened:
+                page.click("#report")
+            report = opened.value
+            report.wait_for_selector("h1")
+            assert report.inner_text("h1") == "datablame attribution report" and q.prompt.split()[1] in report.content()
+            report.close()
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             assert not errors, errors

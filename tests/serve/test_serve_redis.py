@@ -74,3 +74,27 @@ def test_live_server_with_redis_cache(serve_run, redis_url, tmp_path):
         assert json.loads(first)["rankings"]
     finally:
         server.stop()
+
+
+def test_redis_cache_cap_and_ttl(redis_url):
+    import redis
+
+    from datablame.serve.cache import RedisCache, cache_key
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    try:
+        cache = RedisCache(redis_url, max_entries=3)
+        keys = [cache_key("c" * 24, {"q": i}) for i in range(4)]
+        for i, key in enumerate(keys):
+            cache.put(key, f"answer {i}".encode())
+        assert cache.get(keys[0]) is None  # the oldest went past the cap
+        assert [cache.get(k) for k in keys[1:]] == [b"answer 1", b"answer 2", b"answer 3"]
+        assert client.zcard(RedisCache.INDEX) == 3
+        short = RedisCache(redis_url, ttl_s=0.05)
+        short.put(keys[0], b"answer 0")
+        assert client.pttl(RedisCache.PREFIX + keys[0]) != -1  # stored with an expiry (-2: already gone)
+        time.sleep(0.1)
+        assert short.get(keys[0]) is None  # expired: a miss
+    finally:
+        client.flushdb()

@@ -78,6 +78,8 @@ function show(answer) {
     }
     body.appendChild(tr);
   });
+  $("report").hidden = !answer.report_url;
+  $("report").dataset.url = answer.report_url || "";
   const stages = $("stages");
   stages.textContent = "";
   if (answer.retrieval) {
@@ -86,6 +88,21 @@ function show(answer) {
     stages.appendChild(pre);
   }
 }
+
+// the report needs the token too: fetch it with the bearer header and open it as a blob
+$("report").addEventListener("click", async () => {
+  const win = window.open("", "_blank");
+  try {
+    const r = await fetch($("report").dataset.url, { headers: headers() });
+    if (!r.ok) throw new Error((await r.json()).error || r.statusText);
+    const url = URL.createObjectURL(new Blob([await r.text()], { type: "text/html" }));
+    if (win) win.location = url; else window.location = url;
+  } catch (err) {
+    if (win) win.close();
+    $("status").className = "error";
+    $("status").textContent = "report: " + (err.message || err);
+  }
+});
 
 async function follow(job) {
   while (job.state === "queued" || job.state === "running") {
