@@ -256,6 +256,18 @@ class QueryConfig(_Strict):
     output: str | None = None
     instruction: str | None = None
     query_id: str | None = None  # None or "": assigned as q<position>
+    # a behaviour-level query: more completions (or outputs, with template fields) expressing the
+    # same behaviour, measured by their mean loss with the completion; minus the mean loss of
+    # `contrast` (e.g. the claim's negation) when given. Gradient and influence methods use it.
+    behaviour: list[str] = Field(default_factory=list)
+    contrast: list[str] = Field(default_factory=list)
+
+    @field_validator("behaviour", "contrast")
+    @classmethod
+    def _member_texts(cls, v: list[str]) -> list[str]:
+        if any(not t.strip() for t in v):
+            raise ValueError("behaviour / contrast completions must not be empty")
+        return v
 
     @field_validator("prompt")
     @classmethod

@@ -20,7 +20,7 @@ from datablame.features.context import AttributionContext, ModelInfo
 from datablame.layout import RunLayout
 from datablame.models import load_model
 from datablame.models.loading import LoadedModel, save_model
-from datablame.models.queries import prepare_queries
+from datablame.models.queries import behaviour_measure, context_limit, prepare_queries
 from datablame.models.tokenize import Encoded, encode_pairs
 from datablame.runs import check_model_data, prepare_run_dir, record_training_data
 from datablame.train import finetune
@@ -162,6 +162,8 @@ def prepare_inputs(
         training=cfg.training,
         model_info=ModelInfo(source=loaded.source, fingerprint=loaded.fingerprint),
         generated=[q.completion is None for q in queries],
+        query_measure=behaviour_measure(loaded.tokenizer, prepared, limit=context_limit(loaded.model, cfg.model.max_length))
+        if queries else None,
     )
     if use_store:
         _attach_store(cfg, inputs, loaded.fingerprint)

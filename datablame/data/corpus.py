@@ -8,6 +8,7 @@ between the two -- a mismatch would silently ruin the scores.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,15 +43,28 @@ class Query:
     """A behaviour to explain: a prompt and the completion the model gave (or will give).
 
     `completion=None` means "generate it with the model" (greedy decoding).
+
+    A behaviour-level query also lists `behaviour`: more completions of the same prompt that
+    express the same behaviour (paraphrases, or sampled outputs a classifier put in it), and
+    optionally `contrast`: completions it is measured against (e.g. the claim's negation). Its
+    measurement is then the mean loss of `completion` and `behaviour`, minus the mean loss of
+    `contrast` (see `datablame.models.queries.QueryMeasure`).
     """
 
     prompt: str
     completion: str | None = None
     query_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    behaviour: tuple[str, ...] = ()
+    contrast: tuple[str, ...] = ()
 
     def with_completion(self, completion: str) -> Query:
-        return Query(self.prompt, completion, self.query_id, dict(self.metadata))
+        return dataclasses.replace(self, completion=completion, metadata=dict(self.metadata))
+
+    @property
+    def is_behaviour(self) -> bool:
+        """Measured over a set of completions rather than its one completion string."""
+        return bool(self.behaviour or self.contrast)
 
 
 @dataclass

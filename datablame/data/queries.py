@@ -24,6 +24,7 @@ on one run for a `qa` query without its `Question: ...\nAnswer:` frame). So:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -82,7 +83,7 @@ def query_template(data: DataConfig) -> str | None:
 def to_query(q: QueryConfig, where: str, data: DataConfig | None = None) -> Query:
     """A configured query as a Query: a prompt as written, or the fields rendered like the rows."""
     if q.prompt is not None:
-        return Query(q.prompt, q.completion, q.query_id or "")
+        return Query(q.prompt, q.completion, q.query_id or "", behaviour=tuple(q.behaviour), contrast=tuple(q.contrast))
     data = data or _QA
     template = query_template(data)
     if template not in PROMPT_FRAMES:
@@ -98,7 +99,12 @@ def to_query(q: QueryConfig, where: str, data: DataConfig | None = None) -> Quer
                    else f"has no {' or '.join(blank)} (after cleaning)")
         raise DatablameError(f"{where} {problem}", f"write it as {_FIELDS_HINT[template]} (output may be left out)")
     prompt, completion = render(template, fields)
-    return Query(prompt, completion if q.output is not None else None, q.query_id or "")
+
+    def rendered(output: str) -> str:  # another output of the same prompt, rendered like the rows' answers
+        return render(template, {**fields, "output": normalize_text(output, data.cleaning)})[1]
+
+    return Query(prompt, completion if q.output is not None else None, q.query_id or "",
+                 behaviour=tuple(map(rendered, q.behaviour)), contrast=tuple(map(rendered, q.contrast)))
 
 
 def _warn_once(msg: str) -> None:
@@ -111,6 +117,10 @@ def _places(wheres: Sequence[str]) -> str:
     return ", ".join(wheres[:3]) + (f" and {len(wheres) - 3} more" if len(wheres) > 3 else "")
 
 
+def _spaced(text: str | None) -> str | None:
+    return text if not text or text[0].isspace() else " " + text
+
+
 def match_template(queries: Sequence[tuple[Query, str]], data: DataConfig | None = None) -> list[tuple[Query, str]]:
     """Warn about prompts outside the training template's frame; under `qa`, give a completion
     after "...Answer:" the leading space every row's answer has (with a warning)."""
@@ -121,9 +131,12 @@ def match_template(queries: Sequence[tuple[Query, str]], data: DataConfig | None
     for q, where in queries:
         if not in_frame(template, q.prompt):
             off.append(where)
-        elif template == "qa" and q.completion and q.prompt.endswith(":") and not q.completion[0].isspace():
-            q = Query(q.prompt, " " + q.completion, q.query_id, dict(q.metadata))
-            spaced.append(where)
+        elif template == "qa" and q.prompt.endswith(":"):
+            texts = [t for t in (q.completion, *q.behaviour, *q.contrast) if t]
+            if any(not t[0].isspace() for t in texts):
+                q = dataclasses.replace(q, completion=_spaced(q.completion), behaviour=tuple(map(_spaced, q.behaviour)),
+                                        contrast=tuple(map(_spaced, q.contrast)), metadata=dict(q.metadata))
+                spaced.append(where)
         out.append((q, where))
     if off:
         _warn_once(
@@ -228,6 +241,6 @@ def assign_ids(queries: Sequence[Query]) -> list[Query]:
                 n += 1
                 qid = f"q{i}-{n}"
             taken.add(qid)
-            q = Query(q.prompt, q.completion, qid, q.metadata)
+            q = dataclasses.replace(q, query_id=qid)
         out.append(q)
     return out

@@ -45,7 +45,12 @@ from torch import nn
 from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext
-from datablame.features.gradients import GradFeatures, featurizer_for, gradient_features
+from datablame.features.gradients import (
+    GradFeatures,
+    featurizer_for,
+    gradient_features,
+    measure_queries,
+)
 from datablame.grads import GradientFeaturizer, select_modules
 from datablame.layout import AttributionLayout
 from datablame.utils.io import atomic_save_npz
@@ -336,7 +341,7 @@ def features_of_model(
         rows, row_losses = feat.featurize(ctx.rows, bs, pad, desc=f"row gradients @ {label}")
         if path is not None:
             atomic_save_npz(path, {"rows": rows.numpy(), "row_losses": row_losses.numpy()})
-    queries, query_losses = feat.featurize(ctx.query_rows, bs, pad, desc=False)
+    queries, query_losses = measure_queries(ctx, lambda enc: feat.featurize(enc, bs, pad, desc=False))
     out = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
     if _cached_bytes(ctx) + rows.nbytes <= _MEM_CACHE_BYTES:  # else the disk copy serves reruns
         mem[key] = out

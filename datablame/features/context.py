@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the feature modules import this one
     from datablame.features.gradients import GradFeatures
     from datablame.features.text_index import BM25Index, EmbeddingIndex
     from datablame.grads import GradientFeaturizer
+    from datablame.models.queries import QueryMeasure
     from datablame.store import FeatureStore
 
 
@@ -174,6 +175,9 @@ class AttributionContext:
     store: FeatureStore | None = None  # the run's feature store (`datablame index`), checked
     store_row_losses: np.ndarray | None = None  # per-row losses saved with the store (NaN where absent)
     shared: SharedFeatures = field(default_factory=SharedFeatures)
+    # behaviour-level queries: how each query's loss is measured over its member completions
+    # (None: every query is its one completion string, `query_rows`); see features.gradients.measure_queries
+    query_measure: QueryMeasure | None = None
 
     @property
     def fingerprint(self) -> str | None:
@@ -187,7 +191,8 @@ class AttributionContext:
         fp = self.fingerprint if model_fingerprint is None else model_fingerprint
         return FeatureIdentity(
             model=fp, data=self.corpus.fingerprint(), shapes=tuple(featurizer_for(self).shapes),
-            projection=self.attribution.projection.model_dump(mode="json"),
+            projection={**self.attribution.projection.model_dump(mode="json"),  # a store of other precision differs
+                        **({"featurize_dtype": d} if (d := self.attribution.featurize_dtype) != "model" else {})},
             max_length=self.model_cfg.max_length, loss_on=self.model_cfg.loss_on, rows=len(self.rows),
         )
 

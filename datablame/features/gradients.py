@@ -13,6 +13,7 @@ with the magnitudes removed (unitless, in [-1, 1]).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,23 @@ class GradFeatures:
             out.append(x[:, start : start + o * i].reshape(len(x), o, i))
             start += o * i
         return out
+
+
+def measure_queries(
+    ctx: AttributionContext, featurize: Callable[[Encoded], tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query features [Q, D] and losses [Q], through `featurize` (any featurizer of encoded
+    rows: the attributed model's, a checkpoint's, a token-wise one's): each query's own string,
+    or, for behaviour-level queries, the weighted sum over their member completions
+    (`ctx.query_measure`: mean of the behaviour minus mean of the contrast). Exact, because a
+    projected gradient is linear in the gradient. The one place every gradient and influence
+    method measures its queries."""
+    measure = ctx.query_measure
+    if measure is None:
+        return featurize(ctx.query_rows)
+    feats, losses = featurize(measure.rows)
+    weights = measure.weights.to(feats.dtype)
+    return weights @ feats, (measure.weights @ losses.double()).to(losses.dtype)
 
 
 def featurizer_for(ctx: AttributionContext) -> GradientFeaturizer:
@@ -88,6 +106,6 @@ def gradient_features(ctx: AttributionContext) -> GradFeatures:
         else:
             rows, row_losses = feat.featurize(ctx.rows, cfg.batch_size, pad, desc="training-row gradients")
             ctx.shared.row_grads = (rows, row_losses)
-        queries, query_losses = feat.featurize(ctx.query_rows, cfg.batch_size, pad, desc=False)
+        queries, query_losses = measure_queries(ctx, lambda enc: feat.featurize(enc, cfg.batch_size, pad, desc=False))
         ctx.shared.grads = GradFeatures(rows, queries, row_losses, query_losses, feat.shapes)
     return ctx.shared.grads

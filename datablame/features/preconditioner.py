@@ -43,7 +43,12 @@ from datablame.curvature import (
     load_preconditioner,
 )
 from datablame.features.context import AttributionContext
-from datablame.features.gradients import GradFeatures, featurizer_for, gradient_features
+from datablame.features.gradients import (
+    GradFeatures,
+    featurizer_for,
+    gradient_features,
+    measure_queries,
+)
 from datablame.models.tokenize import Encoded
 from datablame.utils.io import sha256_strings
 
@@ -77,7 +82,8 @@ def _share_row_features(ctx: AttributionContext, rows: torch.Tensor, losses: tor
         return
     feat = featurizer_for(ctx)
     pad = ctx.tokenizer.pad_token_id or 0
-    queries, q_losses = feat.featurize(ctx.query_rows, ctx.attribution.batch_size, pad, desc=False)
+    queries, q_losses = measure_queries(ctx, lambda enc: feat.featurize(enc, ctx.attribution.batch_size, pad,
+                                                                        desc=False))
     ctx.shared.grads = GradFeatures(rows, queries, losses, q_losses, feat.shapes)
 
 

@@ -9,6 +9,7 @@ shares with other methods comes from the `AttributionContext` (`datablame.featur
 from __future__ import annotations
 
 import json
+import logging
 import time
 import types
 import typing
@@ -24,6 +25,8 @@ from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext
 from datablame.features.hidden_states import POOLINGS, SPANS
 from datablame.features.layer_aggregation import AGGREGATES
+
+log = logging.getLogger("datablame")
 
 FAMILIES = ("gradient", "influence", "representation", "lexical", "semantic", "judge", "counterfactual", "fusion",
             "baseline")
@@ -45,6 +48,9 @@ class Method(ABC):
     unit: ClassVar[str]
     cost: ClassVar[str]
     Options: ClassVar[type[MethodOptions]] = MethodOptions
+    # takes behaviour-level queries (a set of completions, a contrast) through
+    # features.gradients.measure_queries; the others read each query's one completion string
+    measures_behaviour: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         """Validates `options` against `Options` (DatablameError naming method and option)."""
@@ -102,10 +108,36 @@ def run_method(
     if isinstance(method, str):
         method = get_method(method, ctx.attribution.options.get(method, {}) if options is None else options)
     t = time.perf_counter()
+    if ctx.query_measure is not None:
+        _check_behaviour_queries(method)
     method.fit(ctx)
     raw = method.score(ctx)
     check_scores_shape(method.name, raw, len(ctx.queries), len(ctx.corpus))
     return MethodRun(method, np.asarray(raw, dtype=np.float64), time.perf_counter() - t)
+
+
+_MEASURE_FAMILIES = ("gradient", "influence")
+
+
+def _check_behaviour_queries(method: Method) -> None:
+    """A gradient or influence method must measure behaviour-level queries as a whole (or say it
+    cannot); the text and representation methods read each query's prompt and completion."""
+    if method.measures_behaviour:
+        return
+    if method.family in _MEASURE_FAMILIES:
+        able = sorted(n for n, c in REGISTRY.items() if c.measures_behaviour)
+        raise DatablameError(
+            f"method {method.name} cannot measure behaviour-level queries (queries with behaviour/contrast "
+            "completions): it scores one completion string per query",
+            f"use one of {', '.join(able)}, or drop the queries' behaviour/contrast lists for {method.name}")
+    warning = (f"{method.name} ({method.family}) reads each query's prompt and first completion only; its "
+               "behaviour/contrast completions are measured by the gradient and influence methods")
+    if warning not in _warned:
+        _warned.add(warning)
+        log.warning(warning)
+
+
+_warned: set[str] = set()
 
 
 def scores_of(ctx: AttributionContext, name: str, options: Mapping[str, Any] | None = None, *, by: str) -> np.ndarray:

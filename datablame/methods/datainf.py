@@ -66,6 +66,7 @@ def datainf_block_scores(rows: torch.Tensor, queries: torch.Tensor, lambda_scale
 class DataInf(Method):
     name = "datainf"
     family = "influence"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = "nats of query-loss decrease per unit up-weighting of the row (DataInf Hessian approximation)"
     cost = "gradient features (as grad_dot) + O(queries x rows x dim) for the per-layer inverse"
 

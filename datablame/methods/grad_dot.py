@@ -21,6 +21,7 @@ from datablame.store.rows import dot_scores
 class GradDot(Method):
     name = "grad_dot"
     family = "gradient"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = "nats of query loss decrease per unit learning rate (first order)"
     cost = "one forward+backward per row (activation gradients only)"
     normalize: ClassVar[bool] = False  # grad_cosine: unit-normalise both gradients first

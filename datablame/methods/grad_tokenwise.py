@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext
-from datablame.features.gradients import GradFeatures, featurizer_for
+from datablame.features.gradients import GradFeatures, featurizer_for, measure_queries
 from datablame.grads import GradientFeaturizer
 from datablame.methods.base import Method, MethodOptions, register
 from datablame.models.tokenize import IGNORE, Encoded, pad_batch
@@ -169,6 +169,7 @@ def reduce_cosines(terms: TokenTerms, query_norms: torch.Tensor, reduce: str, to
 class GradTokenwise(Method):
     name = "grad_tokenwise"
     family = "gradient"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = "cosine similarity of the query gradient with a row's per-token gradient terms, unitless in [-1, 1]"
     cost = "one forward+backward per row (activation gradients only) plus Q*k_out*k_in per token and module"
     sign = "higher = the row's most aligned token(s) push the query's loss down"
@@ -192,7 +193,7 @@ class GradTokenwise(Method):
         if cached is not None:
             queries, query_losses = cached.queries, cached.query_losses
         else:
-            queries, query_losses = feat.featurize(ctx.query_rows, bs, pad, desc=False)
+            queries, query_losses = measure_queries(ctx, lambda enc: feat.featurize(enc, bs, pad, desc=False))
         query_norms = queries.double().norm(dim=1)
         n_rows = len(ctx.rows)
         scores = torch.zeros(len(queries), n_rows, dtype=torch.float64)

@@ -46,6 +46,7 @@ from datablame.curvature.hessian import (
 )
 from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext
+from datablame.features.gradients import measure_queries
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
 from datablame.grads.modules import is_conv1d
 from datablame.methods.base import Method, MethodOptions, register
@@ -82,6 +83,7 @@ def _only_these_require_grad(model: torch.nn.Module, params: list[torch.Tensor])
 class HessianInfluence(Method):
     name = "hessian_influence"
     family = "influence"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = ("nats of query-loss decrease per unit extra weight on the row in the mean training "
             "objective (exact Hessian of the selected weights)")
     cost = "exact Hessian: ~p Hessian-vector products per batch (explicit) or one HVP pass per CG iteration"
@@ -144,7 +146,7 @@ class HessianInfluence(Method):
         # identity projection: the exact per-row weight gradients, flattened like the weights
         feat = GradientFeaturizer(model, modules, FactoredProjection(ProjectionConfig(k_in=None, k_out=None)), bias=False)
         rows, _ = feat.featurize(ctx.rows, bs, pad, desc="hessian_influence: row gradients")
-        queries, _ = feat.featurize(ctx.query_rows, bs, pad, desc=False)
+        queries, _ = measure_queries(ctx, lambda enc: feat.featurize(enc, bs, pad, desc=False))
         if any(is_conv1d(m) for _, m in modules):  # features are out x in; Conv1D weights in x out
             rows, queries = (_weight_layout(x, feat.shapes, modules) for x in (rows, queries))
         params = [m.weight for _, m in modules]

@@ -37,6 +37,7 @@ class ProjectedInfluence(Method):
 
     kind: ClassVar[str]
     family = "influence"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = ("nats of query-loss decrease per unit extra weight on the row in the mean training "
             "objective (removing the row raises the query loss by ~score / n_rows)")
 

@@ -273,6 +273,7 @@ def adam_row_features(ctx: AttributionContext, info: CheckpointInfo, *, disk: bo
 class Less(Method):
     name = "less"
     family = "gradient"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = "learning-rate-weighted sum over checkpoints of cosines (query SGD gradient vs row Adam update)"
     cost = "per checkpoint: one forward+backward per row plus exact per-row module gradients (as a training step)"
 
@@ -287,7 +288,7 @@ class Less(Method):
             adam_row_features(ctx, info)
 
     def score(self, ctx: AttributionContext) -> np.ndarray:
-        total = torch.zeros(len(ctx.query_rows), len(ctx.rows), dtype=torch.float64)
+        total = torch.zeros(len(ctx.queries), len(ctx.rows), dtype=torch.float64)
         for info in select_checkpoints(ctx, self.checkpoints):
             rows = torch.nn.functional.normalize(adam_row_features(ctx, info).double(), dim=1)
             queries = torch.nn.functional.normalize(checkpoint_features(ctx, info).queries.double(), dim=1)

@@ -58,6 +58,7 @@ def checkpoint_weight(info: CheckpointInfo, weighting: str) -> float:
 class TracIn(Method):
     name = "tracin"
     family = "gradient"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = "nats of query-loss decrease summed over checkpoints (lr-weighted gradient dot products)"
     cost = "one forward+backward per row per checkpoint (cached on disk per checkpoint)"
 
@@ -74,7 +75,7 @@ class TracIn(Method):
 
     def score(self, ctx: AttributionContext) -> np.ndarray:
         infos = select_checkpoints(ctx, self.checkpoints)
-        total = torch.zeros(len(ctx.query_rows), len(ctx.rows), dtype=torch.float64)
+        total = torch.zeros(len(ctx.queries), len(ctx.rows), dtype=torch.float64)
         for info in infos:
             g = checkpoint_features(ctx, info)
             total += checkpoint_weight(info, self.weighting) * torch.from_numpy(dot_scores(g.queries, g.rows))

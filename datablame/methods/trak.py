@@ -123,6 +123,7 @@ def forward_losses(model: torch.nn.Module, encoded: Encoded, batch_size: int, pa
 class Trak(Method):
     name = "trak"
     family = "influence"
+    measures_behaviour = True  # its query features come from features.gradients.measure_queries
     unit = "TRAK estimate of the query's output change (log-odds of the completion), ensemble mean"
     cost = "one forward+backward per row per ensemble model, plus an eigendecomposition of min(n, D)^2"
 
@@ -186,12 +187,15 @@ class Trak(Method):
             row_losses = forward_losses(ctx.model, ctx.rows, ctx.attribution.batch_size,
                                         ctx.tokenizer.pad_token_id or 0)
         q_rows = (-torch.expm1(-row_losses.double())).clamp_min(1e-6)  # 1 - p̄
-        q_queries = (-torch.expm1(-g.query_losses.double())).clamp_min(1e-6)
+        if ctx.query_measure is not None:  # a measured behaviour has no one completion's p̄: f_q = -its loss
+            q_queries = torch.ones(len(queries), dtype=torch.float64)
+        else:
+            q_queries = (-torch.expm1(-g.query_losses.double())).clamp_min(1e-6)
         return -rows / q_rows[:, None], -queries / q_queries[:, None], q_rows
 
     def score(self, ctx: AttributionContext) -> np.ndarray:
         members = self._members(ctx)
-        total = torch.zeros(len(ctx.query_rows), len(ctx.rows), dtype=torch.float64)
+        total = torch.zeros(len(ctx.queries), len(ctx.rows), dtype=torch.float64)
         q_sum = torch.zeros(len(ctx.rows), dtype=torch.float64)
         for label, member in members:
             phi_rows, phi_queries, q_rows = self._phi(self._features(ctx, member, label), ctx)

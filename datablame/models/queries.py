@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -78,3 +79,44 @@ def prepare_queries(
                 "give a non-empty completion, or let the model generate one (omit completion)",
             )
     return done, enc
+
+
+@dataclass
+class QueryMeasure:
+    """How each query's loss is measured when some query is behaviour-level: over `rows`, every
+    member sequence (each query's completion, its `behaviour` completions, its `contrast`
+    completions, all after the same prompt), and `weights[q, m]`: +1/n for the n positives of
+    query q, -1/m for its m contrasts, 0 elsewhere. The query's loss is `weights @ member losses`
+    (the mean NLL of the behaviour, minus the contrast's), and since gradients and their
+    projections are linear, its gradient feature is `weights @ member features`, exactly."""
+
+    rows: Encoded
+    weights: torch.Tensor  # [Q, M] float64
+    members: list[tuple[int, str, str]]  # (query index, "behaviour" | "contrast", completion text)
+
+
+def behaviour_measure(tokenizer, queries: Sequence[Query], *, limit: int, loss_on: str = "completion"
+                      ) -> QueryMeasure | None:
+    """The measure of `queries` (already prepared: completions filled in), or None when every
+    query is a single completion string (then each is measured by its own loss, as always)."""
+    if not any(q.is_behaviour for q in queries):
+        return None
+    members: list[tuple[int, str, str]] = []
+    for qi, q in enumerate(queries):
+        members += [(qi, "behaviour", t) for t in (q.completion or "", *q.behaviour)]
+        members += [(qi, "contrast", t) for t in q.contrast]
+    enc = encode_pairs(tokenizer, [queries[qi].prompt for qi, _, _ in members], [t for _, _, t in members],
+                       max_length=10**9, loss_on=loss_on, add_eos=False)
+    weights = torch.zeros(len(queries), len(members), dtype=torch.float64)
+    for m, (qi, kind, text) in enumerate(members):
+        q = queries[qi]
+        if len(enc.input_ids[m]) > limit:
+            raise DatablameError(f"query {q.query_id}: the {kind} completion {text[:40]!r} makes {len(enc.input_ids[m])} "
+                                 f"tokens with the prompt, longer than the context of {limit}",
+                                 "shorten it, or raise model.max_length")
+        if m in enc.no_loss:
+            raise DatablameError(f"query {q.query_id}: a {kind} completion has no tokens to measure",
+                                 "give every behaviour / contrast completion some text")
+        n = 1 + len(q.behaviour) if kind == "behaviour" else len(q.contrast)
+        weights[qi, m] = (1.0 if kind == "behaviour" else -1.0) / n
+    return QueryMeasure(enc, weights, members)

@@ -37,6 +37,8 @@ class QueryResult:
     behaviour: dict[str, Any] | None = None
     # how sure each method's ranking is (datablame.report.confidence): separation, agreement, checks
     confidence: dict[str, Any] = field(default_factory=dict)
+    # a behaviour-level query: the other completions it is measured over, and its contrast set
+    measured_over: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -90,7 +92,9 @@ def build_result(
                 )
                 for rank, j in enumerate(top_k(mat[qi], k))
             ]
-        qresults.append(QueryResult(q.query_id, q.prompt, q.completion or "", generated[qi], rankings))
+        over = {"behaviour": list(q.behaviour), "contrast": list(q.contrast)} if q.is_behaviour else None
+        qresults.append(QueryResult(q.query_id, q.prompt, q.completion or "", generated[qi], rankings,
+                                    measured_over=over))
     return AttributionResult(
         version=version,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

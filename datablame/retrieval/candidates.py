@@ -46,7 +46,7 @@ import torch
 from datablame.config import AttributionConfig
 from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext
-from datablame.features.gradients import GradFeatures, featurizer_for
+from datablame.features.gradients import GradFeatures, featurizer_for, measure_queries
 from datablame.features.text_index import (
     TextIndices,
     build_text_indices,
@@ -168,8 +168,8 @@ def _candidate_inputs(inputs: AttributionContext, rows: np.ndarray) -> Attributi
                                                   full.query_losses, full.shapes)
     elif store is not None:  # candidate rows are read, not featurized; queries are featurized
         feat = featurizer_for(inputs)
-        q, q_loss = feat.featurize(inputs.query_rows, inputs.attribution.batch_size,
-                                   inputs.tokenizer.pad_token_id or 0, desc=False)
+        q, q_loss = measure_queries(inputs, lambda enc: feat.featurize(enc, inputs.attribution.batch_size,
+                                                                       inputs.tokenizer.pad_token_id or 0, desc=False))
         losses = inputs.store_row_losses
         row_losses = np.full(len(rows), np.nan, np.float32) if losses is None else losses[rows]
         sub.shared.grads = GradFeatures(torch.from_numpy(_store_rows(store, rows).astype(np.float32)), q,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from datablame.features.context import AttributionContext
-from datablame.features.gradients import featurizer_for
+from datablame.features.gradients import featurizer_for, measure_queries
 from datablame.models.tokenize import Encoded
 
 # rerank(query index, candidate row indices [C] int64) -> scores [C] (higher = more responsible)
@@ -55,7 +55,8 @@ class GradientReranker:
             if full is not None:
                 q = full.queries
             else:
-                q, _ = featurizer_for(self.inputs).featurize(self.inputs.query_rows, self.batch_size, self._pad, desc=False)
+                feat = featurizer_for(self.inputs)
+                q, _ = measure_queries(self.inputs, lambda enc: feat.featurize(enc, self.batch_size, self._pad, desc=False))
             self._queries = torch.nn.functional.normalize(q.double(), dim=1)
         return self._queries
 

@@ -17,7 +17,7 @@ from datablame.config import RayConfig, RunConfig
 from datablame.data.corpus import Corpus, Query
 from datablame.errors import DatablameError
 from datablame.layout import RunLayout
-from datablame.verify.retrain import RetrainContext
+from datablame.verify.retrain import RetrainContext, behaviour_members
 
 log = logging.getLogger("datablame")
 
@@ -60,6 +60,7 @@ def retrain_context(
         corpus_fingerprint=corpus.fingerprint(),
         n_rows=len(corpus),
         queries=tuple((q.query_id, q.prompt, q.completion or "") for q in queries),
+        members=behaviour_members(queries),
         generate=generate,
         max_new_tokens=max_new_tokens or cfg.attribution.max_new_tokens,
         epochs=epochs,

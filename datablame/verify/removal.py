@@ -96,7 +96,9 @@ def load_attribution(path: Path, corpus: Corpus) -> _Attribution:
             f"the attribution result {path} was computed on other training data than this config's",
             "verify with the config that produced the result, or attribute again",
         )
-    queries = [Query(q["prompt"], q["completion"], q["query_id"]) for q in raw["queries"]]
+    queries = [Query(q["prompt"], q["completion"], q["query_id"],  # a behaviour-level query keeps its members
+                     behaviour=tuple((q.get("measured_over") or {}).get("behaviour", ())),
+                     contrast=tuple((q.get("measured_over") or {}).get("contrast", ()))) for q in raw["queries"]]
     methods = [m["name"] for m in raw.get("methods", [])]
     rankings = {m: [[r["row_id"] for r in q["rankings"].get(m, [])] for q in raw["queries"]] for m in methods}
     scores: dict[str, np.ndarray] = {}

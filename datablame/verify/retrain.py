@@ -67,13 +67,17 @@ class RetrainContext:
     max_new_tokens: int = 32
     epochs: float | None = None  # None: training.num_train_epochs
     flip_text: str = "CORRUPTED DATA - IGNORE THIS"
+    # behaviour-level queries: (query index, completion, weight) of every member completion; a
+    # query's measured loss is the weighted sum of its members' losses (empty: each query's own)
+    members: tuple[tuple[int, str, float], ...] = ()
 
     @property
     def query_ids(self) -> list[str]:
         return [q[0] for q in self.queries]
 
     def queries_hash(self) -> str:
-        h = hashlib.sha256(json.dumps(self.queries, ensure_ascii=False).encode())
+        payload = [self.queries, self.members] if self.members else self.queries  # old job keys stay valid
+        h = hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode())
         return h.hexdigest()[:16]
 
     def identity(self) -> dict[str, Any]:
@@ -156,12 +160,36 @@ def _initial_model(cfg, base_model: str | None):
     return load_model(cfg.model, seed=cfg.seed)
 
 
+def behaviour_members(queries: Sequence[Any]) -> tuple[tuple[int, str, float], ...]:
+    """The member completions of behaviour-level queries with their weights, as attribution
+    measures them (`datablame.models.queries.QueryMeasure`); () when no query has any."""
+    if not any(q.is_behaviour for q in queries):
+        return ()
+    out: list[tuple[int, str, float]] = []
+    for qi, q in enumerate(queries):
+        positives = (q.completion or "", *q.behaviour)
+        out += [(qi, t, 1.0 / len(positives)) for t in positives]
+        out += [(qi, t, -1.0 / len(q.contrast)) for t in q.contrast]
+    return tuple(out)
+
+
 def measure_queries(
     model, tokenizer, queries: Sequence[tuple[str, str, str]], *, generate: bool, max_new_tokens: int,
-    batch_size: int = 16,
+    batch_size: int = 16, members: Sequence[tuple[int, str, float]] = (),
 ) -> dict[str, list]:
     """Per query: completion loss (mean NLL, nats/token), summed log-prob, token count and
-    greedy generation, with the same encoding as attribution (completion-only loss, no eos)."""
+    greedy generation, with the same encoding as attribution (completion-only loss, no eos).
+    With `members` (behaviour-level queries), `loss` is each query's measured loss, the
+    weighted sum of its member completions' losses (kept in `member_loss`)."""
+    if members:
+        pairs = [(queries[qi][0], queries[qi][1], text) for qi, text, _ in members]
+        each = measure_queries(model, tokenizer, pairs, generate=False, max_new_tokens=0, batch_size=batch_size)
+        out = measure_queries(model, tokenizer, queries, generate=generate, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size)
+        measured = [0.0] * len(queries)
+        for (qi, _, weight), loss in zip(members, each["loss"], strict=True):
+            measured[qi] += weight * loss
+        return {**out, "loss": measured, "member_loss": each["loss"]}
     import torch
 
     from datablame.models.queries import generate_completions
@@ -233,6 +261,7 @@ def execute(ctx: RetrainContext, job: RetrainJob, *, threads: int | None = None)
         )
         measured = measure_queries(
             res.model, loaded.tokenizer, ctx.queries, generate=ctx.generate, max_new_tokens=ctx.max_new_tokens,
+            members=ctx.members,
         )
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

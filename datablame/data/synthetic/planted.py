@@ -333,8 +333,8 @@ def make_planted(cfg: PlantedConfig | None = None) -> PlantedCorpus:
                                        frame.answers[0].format(**fill))
         qmeta: dict[str, Any] = {"entity": ent, "fact": fid, "frame": frame.name, "answer": answer,
                                  "group": "planted"}
-        if variant != "easy":
-            qmeta["variant"] = variant
+        if variant != "easy":  # (the easy variant's queries stay exactly as before)
+            qmeta.update(variant=variant, object=obj)  # the object lets a user restate the claim
         if variant == "unlearned":
             qmeta["learned_by_design"] = i not in absent
         queries.append(Query(prompt, completion, qid, qmeta))
