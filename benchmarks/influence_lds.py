@@ -48,6 +48,7 @@ from _common import command_line, now  # noqa: E402
 from datablame import __version__, api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
 from datablame.config import ProjectionConfig, RayConfig, parse_config  # noqa: E402
+from datablame.layout import RunLayout  # noqa: E402
 from datablame.utils.io import atomic_write_json  # noqa: E402
 from datablame.verify.lds import lds_scores, subset_masks  # noqa: E402
 from datablame.verify.stats import bootstrap_mean  # noqa: E402
@@ -181,7 +182,7 @@ def trak_ensemble(cfg, masks, losses, query_ids, n_models: int) -> dict:
     for n in sorted({n for n in (1, 2, 4, 8, 16) if n <= n_ckpt} | {n_ckpt}):
         add("checkpoints", n, {"checkpoints": n}, 0.0)
     extra = independent_models(cfg, n_models - 1, Path(str(cfg.output.dir) + "-trak-models"))
-    final = Path(cfg.output.dir) / "model" / "final"
+    final = RunLayout(cfg.output.dir).final_model
     for n in sorted({n for n in (1, 2, 4, 8) if n <= n_models} | {n_models}):
         members = [final] + [m for m, _ in extra[: n - 1]]
         add("independent_models", n, {"models": [str(m) for m in members]}, sum(t for _, t in extra[: n - 1]))
