@@ -351,7 +351,7 @@ def _print_outputs(result, paths) -> None:
 # Stage commands that live in their own modules (each registers on `app` with
 # `@app.command()` + `@friendly`): verify/lds, bench, index, inspect.
 _COMMAND_MODULES = ("datablame.cli_verify", "datablame.cli_bench", "datablame.cli_index", "datablame.cli_inspect",
-                    "datablame.cli_evaluate", "datablame.cli_serve", "datablame.cli_diff")
+                    "datablame.cli_evaluate", "datablame.cli_serve", "datablame.cli_diff", "datablame.cli_plan")
 for _name in _COMMAND_MODULES:
     try:
         __import__(_name)

@@ -135,11 +135,23 @@ class ModelConfig(_Strict):
     device: str = "auto"  # auto -> cuda if available else cpu
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     cache_dir: str | None = None  # where converted GGUF copies are kept
+    # large models (kind hf): accelerate's placement over the devices ("auto", "balanced", ...),
+    # bitsandbytes 8-/4-bit weights (CUDA only), activations recomputed in backward while training
+    device_map: str | None = None
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _need_name(self) -> ModelConfig:
         if self.kind == "hf" and not self.name_or_path:
             raise ValueError("model.name_or_path is required when model.kind is 'hf'")
+        if self.load_in_8bit and self.load_in_4bit:
+            raise ValueError("model.load_in_8bit and model.load_in_4bit are both set: choose one")
+        placed = [k for k in ("device_map", "load_in_8bit", "load_in_4bit") if getattr(self, k)]
+        if placed and self.kind != "hf":
+            raise ValueError(f"model.{placed[0]} applies to model.kind hf (transformers' from_pretrained), "
+                             f"not {self.kind!r}: remove it")
         return self
 
 
@@ -343,6 +355,8 @@ class AttributionConfig(_Strict):
     queries_file: str | None = None  # JSONL with prompt[, completion, query_id]
     top_k: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
+    # featurize under autocast in this precision (weights stay as loaded); model: the model's dtype
+    featurize_dtype: Literal["model", "bfloat16", "float16"] = "model"
     max_new_tokens: int = Field(32, ge=1)  # when generating completions
     checkpoint: str | None = None  # model to attribute; default: the trained model
     store: StoreConfig = Field(default_factory=StoreConfig)

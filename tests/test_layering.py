@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("grads",),
     ("curvature",),
     ("store",),
+    ("plan",),  # datablame plan's arithmetic, shapes and device calibration
     ("features",),
     ("methods",),
     ("tabular",),  # tables: MLP, linear and tree-ensemble models, their methods and exact LOO

@@ -71,8 +71,9 @@ def featurizer_for(ctx: AttributionContext) -> GradientFeaturizer:
     if ctx.shared.featurizer is None:
         cfg = ctx.attribution
         modules = select_modules(ctx.model, cfg.modules)
+        autocast = None if cfg.featurize_dtype == "model" else getattr(torch, cfg.featurize_dtype)
         ctx.shared.featurizer = GradientFeaturizer(ctx.model, modules, FactoredProjection(cfg.projection),
-                                                             bias=cfg.modules.bias)
+                                                             bias=cfg.modules.bias, autocast=autocast)
         ctx.shared.grad_modules = [n for n, _ in modules]
     return ctx.shared.featurizer
 

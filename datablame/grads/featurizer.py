@@ -23,7 +23,7 @@ and the real-token mask [B, T]; curvature fitting (K-FAC/EKFAC covariances) uses
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -46,8 +46,10 @@ class GradientFeaturizer:
         modules: Sequence[tuple[str, nn.Module]],
         projection: FactoredProjection,
         bias: bool = True,
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.model = model
+        self.autocast = autocast  # forward/backward under torch.autocast in this dtype (None: as loaded)
         self.modules = list(modules)
         self.projection = projection
         self.device = next(model.parameters()).device
@@ -104,7 +106,8 @@ class GradientFeaturizer:
                 if name in outs:
                     raise RuntimeError(f"module {name} ran twice in one forward; cannot featurize it")
                 a = as_tokens(inputs[0].detach().float(), mask2, name)
-                a = a if p_in is None else a @ p_in.T
+                with torch.autocast(self.device.type, enabled=False):  # the projection stays float32
+                    a = a if p_in is None else a @ p_in.T
                 if self._bias[name]:
                     a = torch.cat([a, a.new_ones(*a.shape[:-1], 1)], dim=-1)
                 acts[name] = a
@@ -118,7 +121,8 @@ class GradientFeaturizer:
         for name, mod in self.modules:
             handles.append(mod.register_forward_hook(make_hook(name)))
         try:
-            with torch.enable_grad():
+            cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None else nullcontext()
+            with torch.enable_grad(), cast:
                 logits = self.model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits

@@ -80,7 +80,33 @@ def _has_tokenizer(d: Path) -> bool:
     return any((d / f).is_file() for f in _TOKENIZER_FILES)
 
 
-def _from_pretrained(name: str, key: str, dtype: torch.dtype | None = None) -> Any:
+def placement_kwargs(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """from_pretrained's `device_map` / `quantization_config` for model.device_map and
+    model.load_in_8bit/4bit; a clear error where the backend cannot run (CPU, no bitsandbytes)."""
+    out: dict[str, Any] = {}
+    bits = 8 if cfg.load_in_8bit else 4 if cfg.load_in_4bit else None
+    if bits:
+        key = f"model.load_in_{bits}bit"
+        if device.type != "cuda":
+            raise DatablameError(
+                f"{key} needs a CUDA device: bitsandbytes' {bits}-bit kernels do not run on {device.type}",
+                f"set {key}: false (on CPU, model.dtype: bfloat16 halves the weights' memory), or run on a GPU",
+            )
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise DatablameError(f"{key} needs the bitsandbytes package, which is not installed",
+                                 f"pip install bitsandbytes (CUDA machines), or set {key}: false") from None
+        from transformers import BitsAndBytesConfig
+
+        out["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else
+                                      BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype))
+    if cfg.device_map:
+        out["device_map"] = cfg.device_map
+    return out
+
+
+def _from_pretrained(name: str, key: str, dtype: torch.dtype | None = None, extra: dict[str, Any] | None = None) -> Any:
     """Model (dtype given) or tokenizer from a local dir or the hub, with a friendly error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,7 +122,7 @@ def _from_pretrained(name: str, key: str, dtype: torch.dtype | None = None) -> A
             return AutoTokenizer.from_pretrained(target, trust_remote_code=False)
         # never run code a model directory ships (auto_map); weights load as safetensors or
         # with torch.load(weights_only=True) in transformers 5, never unpickled
-        return AutoModelForCausalLM.from_pretrained(target, dtype=dtype, trust_remote_code=False)
+        return AutoModelForCausalLM.from_pretrained(target, dtype=dtype, trust_remote_code=False, **(extra or {}))
     except (OSError, ValueError) as err:
         if path.exists():
             fix = f"point {key} to a directory written by save_pretrained"
@@ -187,7 +213,7 @@ def _load_base(
         model, tokenizer = load_smollm2(cfg.cache_dir)
         return model, tokenizer, f"smollm2-gguf:{cached_model_dir(cfg.cache_dir)}"
     name = str(cfg.name_or_path)
-    model = _from_pretrained(name, "model.name_or_path", dtype)
+    model = _from_pretrained(name, "model.name_or_path", dtype, placement_kwargs(cfg, resolve_device(cfg.device), dtype))
     tokenizer = _from_pretrained(
         cfg.tokenizer or name, "model.tokenizer" if cfg.tokenizer else "model.name_or_path"
     )
@@ -226,7 +252,7 @@ def _load_override(cfg: ModelConfig, override: str, dtype: torch.dtype) -> tuple
     siblings = [ModelLayout(path.parent).final, ModelLayout(path.parent).base]
     adapter_cfg = path / "adapter_config.json"
     if not adapter_cfg.is_file():
-        model = _from_pretrained(str(path), "model directory", dtype)
+        model = _from_pretrained(str(path), "model directory", dtype, placement_kwargs(cfg, resolve_device(cfg.device), dtype))
         return model, _override_tokenizer(cfg, [path, *siblings]), str(path)
     recorded = json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
     # the recorded base, else the run layout's model/base (the run directory was moved)
@@ -235,7 +261,8 @@ def _load_override(cfg: ModelConfig, override: str, dtype: torch.dtype) -> tuple
         (d for d in [*options, ModelLayout(path.parent).base] if (d / "config.json").is_file()), None
     )
     if base_dir is not None:
-        base = _from_pretrained(str(base_dir), "adapter base model", dtype)
+        base = _from_pretrained(str(base_dir), "adapter base model", dtype,
+                                placement_kwargs(cfg, resolve_device(cfg.device), dtype))
         base_name, candidates = str(base_dir), [path, base_dir, *siblings]
         base_tokenizer = None
     elif cfg.kind == "tiny":
@@ -279,6 +306,7 @@ def load_model(
     """
     device = resolve_device(cfg.device)
     dtype = _resolve_dtype(cfg.dtype, device)
+    placed = placement_kwargs(cfg, device, dtype)  # before any loading: a backend that cannot run fails now
     if path_override:
         model, tokenizer, source = _load_override(cfg, path_override, dtype)
     else:
@@ -298,7 +326,8 @@ def load_model(
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id
-    model = model.to(device=device, dtype=dtype)
+    if not placed:  # accelerate placed (device_map) or bitsandbytes quantized the weights already
+        model = model.to(device=device, dtype=dtype)
     return LoadedModel(model, tokenizer, source, model_fingerprint(model))
 
 

@@ -283,6 +283,7 @@ def finetune(
         seed=train_cfg.seed,
         data_seed=train_cfg.seed,
         remove_unused_columns=False,
+        activation_checkpointing=model_cfg.gradient_checkpointing,  # transformers 5's name for it
         use_cpu=device.type == "cpu",
         disable_tqdm=not show_progress,
     )
