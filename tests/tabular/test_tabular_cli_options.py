@@ -7,40 +7,13 @@ import json
 import re
 
 import numpy as np
-import pandas as pd
 import yaml
+from test_tabular_cli import _config, _fails, _table
 from typer.testing import CliRunner
 
 from datablame.cli import app
 
 runner = CliRunner()
-
-
-def _table(n: int = 40, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    return pd.DataFrame({"x1": x1, "x2": x2, "color": np.where(np.arange(n) % 2 == 0, "red", "blue"),
-                         "price": 3 * x1 - x2 + rng.normal(scale=0.3, size=n),
-                         "label": np.where(x1 + x2 > 0, "yes", "no")})
-
-
-def _config(tmp_path, frame: pd.DataFrame, data: dict, model: dict, **sections) -> str:
-    csv = tmp_path / "table.csv"
-    frame.to_csv(csv, index=False)
-    cfg = {"data": {"kind": "table", "path": str(csv), **data}, "model": model,
-           "output": {"dir": str(tmp_path / "run")}, **sections}
-    path = tmp_path / "table.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return str(path)
-
-
-def _fails(args: list[str], *needles: str) -> str:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    for needle in needles:
-        assert needle in res.output, res.output
-    assert "Traceback" not in res.output
-    return res.output
 
 
 def test_option_sets_a_tabular_method_option_and_bad_ones_are_named(tmp_path):
