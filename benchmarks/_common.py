@@ -300,3 +300,31 @@ class Bergson:
         return timed(lambda: bergson.collect_gradients(
             self.model, self.data, self._processor(), cfg, batches=batches,
             target_modules=self.targets), self.device)
+
+
+def lds_sweep(cfg, num_subsets: int, alpha: float, num_cpus: int, *, progress: bool = True):
+    """The LDS subset models of a run, trained once and cached under <run>/lds/jobs as
+    `datablame lds` does: masks [M, N], subset-model query losses [M, Q], and what it cost."""
+    import numpy as np
+
+    from datablame.config import RayConfig
+    from datablame.inputs import prepare_inputs
+    from datablame.layout import RunLayout
+    from datablame.runs import prepare_run_dir
+    from datablame.verify.common import retrain_context
+    from datablame.verify.lds import subset_masks
+    from datablame.verify.retrain import RetrainJob
+    from datablame.verify.sweep import run_jobs
+
+    run_dir = prepare_run_dir(cfg)
+    inputs = prepare_inputs(cfg)[0]
+    masks = subset_masks(len(inputs.corpus), alpha, num_subsets, cfg.lds.seed)
+    ctx = retrain_context(cfg, run_dir, inputs.corpus, inputs.queries, generate=False)
+    jobs = [RetrainJob(cfg.training.seed, removed=tuple(int(i) for i in np.flatnonzero(~masks[j])), kind="lds-subset",
+                       tags={"subset": j, "alpha": alpha, "subset_seed": cfg.lds.seed}) for j in range(len(masks))]
+    ray = RayConfig(num_cpus=num_cpus) if num_cpus > 1 else RayConfig(runner="serial")
+    outcome = run_jobs(ctx, jobs, RunLayout(run_dir).lds_dir, ray, desc="LDS subsets", progress=progress)
+    losses = np.array([np.asarray(outcome.record(i)["loss"], dtype=float) for i in range(len(jobs))])
+    return masks, losses, {"subset_models": len(jobs), "alpha": alpha, "trained": outcome.trained,
+                           "reused": outcome.reused, "sweep_s": outcome.seconds,
+                           "train_s_per_model": float(np.mean([r["train_seconds"] for r in outcome.results.values()]))}

@@ -43,14 +43,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import command_line, now  # noqa: E402
+from _common import command_line, lds_sweep, now  # noqa: E402
 
 from datablame import __version__, api  # noqa: E402
 from datablame.bench.measure import measure  # noqa: E402
-from datablame.config import ProjectionConfig, RayConfig, parse_config  # noqa: E402
+from datablame.config import ProjectionConfig, parse_config  # noqa: E402
 from datablame.layout import RunLayout  # noqa: E402
 from datablame.utils.io import atomic_write_json  # noqa: E402
-from datablame.verify.lds import lds_scores, subset_masks  # noqa: E402
+from datablame.verify.lds import lds_scores  # noqa: E402
 from datablame.verify.stats import bootstrap_mean  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,30 +91,6 @@ def build_config(out: Path, epochs: float, seed: int = 0):
     raw["model"]["tiny"] = {**raw["model"]["tiny"], **TINY}
     raw["training"]["save_steps"] = max(1, raw["training"]["save_steps"] // 2)  # ~8 checkpoints (trak ensembles)
     return parse_config(raw, source="<benchmarks/influence_lds.py>")
-
-
-def sweep(cfg, num_subsets: int, alpha: float, num_cpus: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """masks [M, N], subset-model query losses [M, Q], and what the sweep cost (as `verify.lds.lds`)."""
-    from datablame.inputs import prepare_inputs
-    from datablame.layout import RunLayout
-    from datablame.runs import prepare_run_dir
-    from datablame.verify.common import retrain_context
-    from datablame.verify.retrain import RetrainJob
-    from datablame.verify.sweep import run_jobs
-
-    run_dir = prepare_run_dir(cfg)
-    inputs = prepare_inputs(cfg)[0]
-    masks = subset_masks(len(inputs.corpus), alpha, num_subsets, cfg.lds.seed)
-    ctx = retrain_context(cfg, run_dir, inputs.corpus, inputs.queries, generate=False)
-    jobs = [RetrainJob(cfg.training.seed, removed=tuple(int(i) for i in np.flatnonzero(~masks[j])), kind="lds-subset",
-                       tags={"subset": j, "alpha": alpha, "subset_seed": cfg.lds.seed}) for j in range(len(masks))]
-    ray = RayConfig(num_cpus=num_cpus) if num_cpus > 1 else RayConfig(runner="serial")
-    outcome = run_jobs(ctx, jobs, RunLayout(run_dir).lds_dir, ray, desc="LDS subsets")
-    losses = np.array([np.asarray(outcome.record(i)["loss"], dtype=float) for i in range(len(jobs))])
-    info = {"subset_models": len(jobs), "trained": outcome.trained, "reused": outcome.reused,
-            "sweep_s": outcome.seconds,
-            "train_s_per_model": float(np.mean([r["train_seconds"] for r in outcome.results.values()]))}
-    return masks, losses, info
 
 
 def score(cfg, method: str, options: dict, k) -> tuple[np.ndarray, dict]:
@@ -268,7 +244,7 @@ def main() -> None:
     t0 = time.perf_counter()
     api.train(cfg)
     train_s = time.perf_counter() - t0
-    masks, losses, sweep_info = sweep(cfg, args.subsets, args.alpha, args.num_cpus)
+    masks, losses, sweep_info = lds_sweep(cfg, args.subsets, args.alpha, args.num_cpus)
     query_ids = [q.query_id for q in api.prepare_inputs(cfg)[0].queries]
     out_path = RESULTS / f"influence_lds{suffix}.json"
     previous = json.loads(out_path.read_text()) if out_path.is_file() and args.only else {}

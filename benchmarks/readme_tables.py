@@ -28,6 +28,7 @@ from typing import Any
 
 from _readme_arch import architectures_table
 from _readme_md import md_file_section
+from _readme_truth import truth_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -549,6 +550,7 @@ TABLES: dict[str, Callable[[], str | None]] = {
     "bench_planted_normalized": md_file_section("bench_planted_normalized",
                                                 "Ground-truth benchmark: planted, influence with normalize: true",
                                                 retitle=True),
+    "truth": truth_table,
 }
 
 
