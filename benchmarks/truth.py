@@ -13,7 +13,10 @@ Per variant (easy, paraphrase, lexical_decoys, unlearned; in that order):
    of the stages) as last stage; rows outside a query's candidates have no rank;
 4. one LDS sweep (M subset models on alpha-subsets, cached under <run>/lds/jobs by the LDS
    machinery) scored against every method's bench scores (no method is re-run for LDS;
-   a cascade's unranked rows count 0 in the subset sums).
+   a cascade's unranked rows count 0 in the subset sums);
+5. `fused_learned`: `fused` with `combine: learned` on the same components' bench scores,
+   its weights fitted per query on that sweep leaving the query out (no retraining). Its LDS
+   is measured on the same subset models its weights were fitted on (other queries' losses).
 
 All metrics, LDS included, are over the *learned* queries (logit evaluation). In the
 `unlearned` variant half the facts have no plants (`learned_by_design: false`); those
@@ -25,6 +28,7 @@ over queries (goal: CI not entirely below 0).
 
     .venv/bin/python benchmarks/truth.py                  # -> benchmarks/results/truth.json
     .venv/bin/python benchmarks/truth.py --variants easy --force
+    .venv/bin/python benchmarks/truth.py --variants paraphrase --add-fused-learned   # saved scores + cached sweep
 
 Resumable: a variant already in truth.json is skipped unless --force; the bench reuses
 finished methods (`resume`) and the LDS sweep its cached subset models. The 2 cores are
@@ -71,7 +75,8 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "vo
 CASCADE = {"embedding_k": 80, "bm25_k": 20}
 CASCADES = {"cascade (grad_cosine re-rank)": "grad_cosine", "cascade + fused": "fused"}
 GRADIENT_FAMILIES = ("gradient", "influence")
-NOT_SINGLE = ("fused", "random", *CASCADES)  # not a single kind of evidence (or a baseline)
+LEARNED = "fused_learned"  # fused with combine: learned (weights fitted on the LDS sweep, leave-one-query-out)
+NOT_SINGLE = ("fused", LEARNED, "random", *CASCADES)  # not a single kind of evidence (or a baseline)
 KRON = "kronfluence (peer)"
 
 
@@ -176,6 +181,10 @@ def run_variant(variant: str, args) -> dict[str, Any]:
         rows[name]["lds"] = _iv(v)
         rows[name]["all_queries"]["lds"] = _iv(every)
         rows[name]["lds_undefined_queries"] = int(np.sum(~np.isfinite(v)))
+    weights = None
+    if all(c in scores and "error" not in rows.get(c, {"error": 1}) for c in _fused_components()):
+        rows[LEARNED], per_q[LEARNED], per_q_all[LEARNED], weights = fused_learned(
+            scores, masks, losses, qids, truth_idx, learned)
     out = {
         "size": {"name": args.size, "preset": "bench small preset, corpus and model resized",
                  "planted": {**planted, "variant": variant}, "model": TINY, "epochs": epochs, "rows": len(inputs.corpus), "queries": len(qids),
@@ -192,6 +201,7 @@ def run_variant(variant: str, args) -> dict[str, Any]:
         "per_query_lds": {n: dict(zip([qids[i] for i in learned], map(float, v), strict=True))
                           for n, v in per_q.items()},
         "per_query_lds_all": {n: dict(zip(qids, map(float, v), strict=True)) for n, v in per_q_all.items()},
+        "fused_learned_weights": weights,
         "goals": goals(rows, per_q),
         "goals_all_queries": goals({n: {**r, **r.get("all_queries", {})} for n, r in rows.items()}, per_q_all),
         "machine": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_start": load_start,
@@ -211,7 +221,7 @@ def goals(rows: dict[str, dict], per_q: dict[str, np.ndarray]) -> dict[str, Any]
     ok = {n: r for n, r in rows.items() if "error" not in r}
     grad = {n: r for n, r in ok.items() if r.get("family") in GRADIENT_FAMILIES or n == KRON}
     out: dict[str, Any] = {}
-    for fusion in ("fused", "cascade + fused"):
+    for fusion in ("fused", LEARNED, "cascade + fused"):
         if fusion not in ok:
             continue
         best_g = max(grad, key=lambda n: _mean(grad[n], "recall@10"), default=None)
@@ -241,6 +251,71 @@ def goals(rows: dict[str, dict], per_q: dict[str, np.ndarray]) -> dict[str, Any]
     return out
 
 
+def _fused_components() -> list[str]:
+    from datablame.methods import get_method
+
+    return list(get_method("fused").options.methods)
+
+
+def fused_learned(scores: dict[str, np.ndarray], masks: np.ndarray, losses: np.ndarray, qids: list[str],
+                  truth_idx: list[list[int]], learned: list[int]) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+    """`fused` with combine: learned on the saved component scores and the sweep's masks/losses:
+    its table row, per-query LDS (learned queries, all queries) and fitted weights per query."""
+    from datablame.methods import get_method
+    from datablame.metrics import evaluate, summarize
+
+    method = get_method("fused", {"combine": "learned"})
+    t0 = time.perf_counter()
+    s = method.learn({c: scores[c] for c in method.options.methods}, masks, losses, qids)
+    secs = time.perf_counter() - t0
+    pq = evaluate(s, truth_idx)
+    lm, am = summarize([pq[i] for i in learned], n_boot=2000, seed=0), summarize(pq, n_boot=2000, seed=0)
+    every = lds_scores(s, masks, losses)
+    row = {"family": "fusion", "recall@10": _metric(lm, "recall@10"), "map": _metric(lm, "ap"), "lds": _iv(every[learned]),
+           "seconds": secs, "seconds_note": "the weight fit only; plus its components' seconds", "reused": True,
+           "lds_undefined_queries": int(np.sum(~np.isfinite(every[learned]))),
+           "all_queries": {"recall@10": _metric(am, "recall@10"), "map": _metric(am, "ap"), "lds": _iv(every)},
+           "note": "weights per query fitted on the other queries' LDS targets (leave-one-query-out), "
+                   "on the same subset models the LDS is measured with"}
+    return row, every[learned], every, method.fitted
+
+
+def add_fused_learned(variant: str, args, data: dict) -> None:
+    """Add `fused_learned` to a variant already in truth.json from its saved bench scores and
+    cached LDS sweep (nothing is trained or re-scored)."""
+    from datablame.bench.runner import _clean
+    from datablame.features.fusion_learned import load_lds_subsets
+    from datablame.layout import RunLayout
+
+    v = data["variants"][variant]
+    cfg = build_config(Path(args.run_root), variant, args.size)
+    with np.load(RunLayout(cfg.output.dir).bench.scores_npz) as z:
+        scores = {k: np.asarray(z[k], dtype=float) for k in z.files if k in (*_fused_components(), "fused")}
+    inputs, truth = api.prepare_inputs(cfg)
+    qids = [q.query_id for q in inputs.queries]
+    learned = [qids.index(q) for q in v["queries"]["learned"]]
+    idx = inputs.corpus.index_of()
+    truth_idx = [[idx[r] for r in truth.get(q, []) if r in idx] for q in qids]
+    # the cached sweep's records, read as `fused` reads them (nothing is trained)
+    masks, losses = load_lds_subsets(RunLayout(cfg.output.dir).root, inputs.corpus.fingerprint(), len(inputs.corpus),
+                                     qids)
+    check = float(np.nanmean(lds_scores(scores["fused"], masks, losses)[learned]))
+    info = {"subset_models": len(masks), "source": "cached <run>/lds/jobs records",
+            "fused_rrf_lds_recomputed": check, "fused_rrf_lds_in_table": v["methods"]["fused"]["lds"]["mean"]}
+    row, pq, pq_all, weights = fused_learned(scores, masks, losses, qids, truth_idx, learned)
+    v["methods"][LEARNED] = row
+    v["per_query_lds"][LEARNED] = dict(zip([qids[i] for i in learned], map(float, pq), strict=True))
+    v["per_query_lds_all"][LEARNED] = dict(zip(qids, map(float, pq_all), strict=True))
+    v["fused_learned_weights"] = weights
+    per_q = {n: np.array(list(d.values()), dtype=float) for n, d in v["per_query_lds"].items()}
+    per_q_all = {n: np.array(list(d.values()), dtype=float) for n, d in v["per_query_lds_all"].items()}
+    v["goals"] = goals(v["methods"], per_q)
+    v["goals_all_queries"] = goals({n: {**r, **r.get("all_queries", {})} for n, r in v["methods"].items()}, per_q_all)
+    v["fused_learned_added"] = {"date": now(), "command": command_line(), "lds_sweep": info,
+                                "loadavg": list(os.getloadavg()), "cores": os.cpu_count()}
+    data["variants"][variant] = _clean(v)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -253,6 +328,8 @@ def main() -> None:
     ap.add_argument("--subsets", type=int, default=20)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--add-fused-learned", action="store_true",
+                    help="only add fused_learned to variants already in truth.json (saved scores, cached sweep)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -262,6 +339,14 @@ def main() -> None:
     if data.get("settings", {}).get("size", args.size) != args.size:
         raise SystemExit(f"{out} holds size {data['settings']['size']!r}; pass --out for size {args.size!r}")
     data.setdefault("variants", {})
+    if args.add_fused_learned:
+        for variant in [v for v in VARIANTS if v in args.variants.split(",") and v in data["variants"]]:
+            add_fused_learned(variant, args, data)
+            atomic_write_json(out, data)
+            m = data["variants"][variant]["methods"]
+            print(f"[{variant}] LDS fused_learned {m[LEARNED]['lds']['mean']:.3f} vs fused {m['fused']['lds']['mean']:.3f}; "
+                  f"goals {json.dumps(data['variants'][variant]['goals'].get(LEARNED))}", flush=True)
+        return
     for variant in [v for v in VARIANTS if v in args.variants.split(",")]:
         if variant in data["variants"] and not args.force:
             print(f"[{variant}] already in {out.name}; skipped (--force to redo)")

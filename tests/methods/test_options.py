@@ -26,7 +26,7 @@ OLD_DEFAULTS = {
     "delta_h_grad": dict(ig_steps=0, old="base", new="model", layers="all", pooling="mean", span="answer",
                          aggregate="mean", top_k=2, layer_weights=None, reference="grad_cosine"),
     "embedding_cosine": dict(model=None, batch_size=64),
-    "fused": dict(methods=["bm25", "embedding_cosine", "grad_cosine"], weights=None, c=60, evidence_top=10),
+    "fused": dict(methods=["bm25", "embedding_cosine", "grad_cosine"], weights=None, c=60, evidence_top=10, combine="rrf"),
     "grad_cosine": {},
     "grad_dot": {},
     "grad_tokenwise": dict(reduce="max", topk=4, positions="nonzero"),
