@@ -136,3 +136,23 @@ def test_placement_keys_are_checked_in_the_config():
         ModelConfig(kind="hf", name_or_path="x", load_in_8bit=True, load_in_4bit=True)
     with pytest.raises(ValueError, match="applies to model.kind hf"):
         ModelConfig(kind="tiny", device_map="auto")
+
+
+def test_checkpoint_features_use_the_runs_featurize_dtype(tiny_llama):
+    """TracIn/TRAK features at other weights are taken in the same precision as the attributed
+    model's: the same weights under another name give the same bfloat16 features."""
+    import copy
+    import dataclasses
+
+    from influence_inputs import random_rows, tiny_inputs
+
+    from datablame.features.checkpoints import features_of_model, featurizer_at
+    from datablame.features.gradients import gradient_features
+
+    ctx = tiny_inputs(tiny_llama, random_rows(5, seed=3), random_rows(2, seed=4), k=8)
+    ctx = dataclasses.replace(ctx, attribution=ctx.attribution.model_copy(update={"featurize_dtype": "bfloat16"}))
+    assert featurizer_at(ctx, tiny_llama).autocast is torch.bfloat16
+    twin = copy.deepcopy(tiny_llama)
+    twin._datablame_fingerprint = "a checkpoint with the same weights"
+    at_twin = features_of_model(ctx, twin, label="twin", disk=False)
+    torch.testing.assert_close(at_twin.rows, gradient_features(ctx).rows)
