@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,42 +60,67 @@ def index_distributed(
                      faiss_metric=faiss_metric)
 
 
-def run_rank(config_path: str | Path, *, overwrite: bool = False) -> int:
+def load_run(config_path: str | Path):
+    """(config, inputs, layout) of the run: what every rank or Ray task loads (its model too)."""
+    from datablame import api
+    from datablame.layout import RunLayout
+
+    cfg = api.load_config(config_path)
+    inputs = _inputs(cfg)
+    return cfg, inputs, RunLayout(inputs.run_dir)
+
+
+def prepare(cfg, inputs, layout, world: int, *, overwrite: bool = False) -> dict:
+    """The one manifest writer's first step (torchrun rank 0, or the Ray driver): create or
+    check the store for this run's model, rows and projection; fold in a killed run's shards."""
+    from datablame.features.gradients import featurizer_for
+    from datablame.store.distributed import prepare_store
+
+    feat = featurizer_for(inputs)
+    return prepare_store(layout.store_dir, n_rows=len(inputs.corpus), row_ids=[r.row_id for r in inputs.corpus],
+                         identity=inputs.identity().store(), dim=feat.dim, shard_size=cfg.attribution.store.shard_rows,
+                         world=world, config=cfg.model_dump(mode="json"), overwrite=overwrite)
+
+
+def featurize_share(inputs, layout, rank: int, world: int) -> int:
+    """Featurize share `rank` of `world` of the shards the manifest does not list yet (each
+    shard and its row losses written atomically, recorded in the share's part file); the one
+    shard-range function of both the torchrun ranks and the Ray tasks. Returns the rows."""
+    from datablame.features.gradients import featurize_range
+    from datablame.store.distributed import featurize_rank
+    from datablame.utils.io import atomic_save_npy
+
+    def featurize(start: int, stop: int):
+        f, losses = featurize_range(inputs, start, stop)
+        layout.store_row_losses_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(layout.row_losses_file(start, stop), losses.numpy())
+        return f
+
+    return featurize_rank(layout.store_dir, featurize, rank=rank, world=world)
+
+
+def run_rank(config_path: str | Path, *, overwrite: bool = False) -> tuple[int, float]:
     """One torchrun rank: prepare (rank 0) | barrier | featurize this rank's shards | barrier |
-    merge (rank 0). Returns the rows this rank featurized."""
+    merge (rank 0). Returns the rows this rank featurized and its featurizing seconds."""
     import torch.distributed as dist
 
-    from datablame import api
-    from datablame.features.gradients import featurize_range, featurizer_for
-    from datablame.layout import RunLayout
-    from datablame.store.distributed import featurize_rank, merge_parts, prepare_store
-    from datablame.utils.io import atomic_save_npy
+    from datablame.store.distributed import merge_parts
 
     timeout = timedelta(seconds=float(os.environ.get("DATABLAME_BARRIER_TIMEOUT_S", 86400)))
     dist.init_process_group("gloo", timeout=timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        cfg = api.load_config(config_path)
-        inputs = _inputs(cfg)
-        layout = RunLayout(inputs.run_dir)
-        feat = featurizer_for(inputs)
+        cfg, inputs, layout = load_run(config_path)
         if rank == 0:
-            prepare_store(layout.store_dir, n_rows=len(inputs.corpus), row_ids=[r.row_id for r in inputs.corpus],
-                          identity=inputs.identity().store(), dim=feat.dim, shard_size=cfg.attribution.store.shard_rows,
-                          world=world, config=cfg.model_dump(mode="json"), overwrite=overwrite)
+            prepare(cfg, inputs, layout, world, overwrite=overwrite)
         dist.barrier()
-
-        def featurize(start: int, stop: int):
-            f, losses = featurize_range(inputs, start, stop)
-            layout.store_row_losses_dir.mkdir(parents=True, exist_ok=True)
-            atomic_save_npy(layout.row_losses_file(start, stop), losses.numpy())
-            return f
-
-        rows = featurize_rank(layout.store_dir, featurize, rank=rank, world=world)
+        t0 = time.perf_counter()
+        rows = featurize_share(inputs, layout, rank, world)
+        seconds = time.perf_counter() - t0
         dist.barrier()
         if rank == 0:
             merge_parts(layout.store_dir)
-        return rows
+        return rows, seconds
     finally:
         dist.destroy_process_group()
 
@@ -105,11 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     try:
-        rows = run_rank(a.config, overwrite=a.overwrite)
+        rows, seconds = run_rank(a.config, overwrite=a.overwrite)
     except DatablameError as err:
         print(f"error: {err.problem}\nfix: {err.fix}", file=sys.stderr)
         sys.exit(2)
-    print(f"rank {os.environ.get('RANK', '0')}: featurized {rows} rows", file=sys.stderr)
+    print(f"rank {os.environ.get('RANK', '0')}: featurized {rows} rows in {seconds:.3f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from datablame.cli import ConfigOpt, app, friendly
+from datablame.errors import DatablameError
 from datablame.layout import RunLayout
 
 
@@ -19,7 +20,14 @@ def index(
     text_indices: Annotated[bool, typer.Option(
         "--text-indices/--no-text-indices",
         help="also build the retrieval cascade's BM25 + MiniLM embedding indices (reused if current)")] = True,
-    workers: Annotated[int, typer.Option(help="featurize with this many torchrun processes (resumable)")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        help="featurize with this many torchrun processes, or with --ray this many Ray tasks "
+             "(default: the cluster's CPUs); resumable")] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="featurize as Ray tasks (a local Ray instance unless --ray-address)")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="with --ray: join this Ray cluster ('auto', 'host:6379', 'ray://host:10001')")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="with --ray, no address: CPUs of the local Ray instance")] = None,
     faiss_metric: Annotated[str, typer.Option(
         help="cosine (grad_cosine's ANN search) or dot (grad_dot's): attribution.store.search")] = "cosine",
 ) -> None:
@@ -29,7 +37,17 @@ def index(
     from datablame.api import load_config
 
     cfg = load_config(config)
-    if workers > 1:
+    if ray_address and not ray:
+        raise DatablameError("--ray-address is given without --ray.", "add --ray (or drop --ray-address).")
+    if ray:
+        from datablame.api_ray_index import index_ray
+
+        summary = index_ray(config, workers=workers, address=ray_address, num_cpus=num_cpus, faiss=faiss,
+                            overwrite=overwrite, text_indices=text_indices, faiss_metric=faiss_metric)
+        r = summary["ray"]
+        typer.echo(f"ray: {r['shards']} shards in {r['tasks']} tasks on {r['cluster_cpus']:g} CPUs "
+                   f"({r['address'] or 'local instance'})")
+    elif workers is not None and workers > 1:
         from datablame.api_distributed import index_distributed
 
         summary = index_distributed(config, workers, faiss=faiss, overwrite=overwrite, text_indices=text_indices,
