@@ -9,7 +9,7 @@ import pytest
 from pipeline_config import small_config
 
 from datablame import api
-from datablame.config import parse_config
+from datablame.config import QueryConfig
 from datablame.errors import DatablameError
 
 
@@ -63,8 +63,7 @@ def test_too_long_query_is_refused(trained_run):
     cfg, _ = trained_run
     long_prompt = "Question: " + "Vorland " * 400 + "\nAnswer:"
     cfg2 = cfg.model_copy(update={"attribution": cfg.attribution.model_copy(
-        update={"queries": [{"prompt": long_prompt, "completion": " x"}]})})
-    cfg2 = parse_config(cfg2.model_dump(mode="json"))
+        update={"queries": [QueryConfig(prompt=long_prompt, completion=" x")]})})
     with pytest.raises(DatablameError, match="longer than the context"):
         api.attribute(cfg2)
 
