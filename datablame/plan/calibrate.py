@@ -14,6 +14,7 @@ machine), the GPU figures are derived from `costs.GPU_ASSUMPTION` and marked ass
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -40,12 +41,10 @@ STORE_ROWS = 4096
 
 def rss_bytes() -> int:
     """This process' resident set size now (Linux /proc; 0 elsewhere)."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): 0
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     return 0
 
 
