@@ -62,3 +62,17 @@ def planted_run(tmp_path_factory):
         return api.prepare_inputs(cfg)[0]
 
     return cfg, make_inputs, api.load_corpus(cfg)[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_training_setting():
+    """(corpus, model config): a small planted corpus and a 2-layer hidden-32 tiny Llama that
+    trains in a second, shared by the training and large-model-knob tests."""
+    from datablame.config import ModelConfig, PlantedConfig
+    from datablame.data import make_planted
+
+    corpus = make_planted(PlantedConfig(n_entities=6, n_facts=2, plants_per_fact=2, decoys_per_fact=1,
+                                        background_per_entity=3)).corpus
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 300}
+    return corpus, ModelConfig(kind="tiny", max_length=64, tiny=tiny)

@@ -10,12 +10,10 @@ import torch
 
 from datablame.config import (
     ModelConfig,
-    PlantedConfig,
     ProjectionConfig,
     TrainingConfig,
     parse_config,
 )
-from datablame.data import make_planted
 from datablame.demo import demo_config
 from datablame.errors import DatablameError
 from datablame.grads import FactoredProjection, GradientFeaturizer, select_modules
@@ -23,16 +21,10 @@ from datablame.models import load_model
 from datablame.models.loading import placement_kwargs, save_model
 from datablame.models.tokenize import encode_pairs
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 300}
 
-
-@pytest.fixture(scope="module")
-def tiny():
-    corpus = make_planted(PlantedConfig(n_entities=6, n_facts=2, plants_per_fact=2, decoys_per_fact=1,
-                                        background_per_entity=3)).corpus
-    cfg = ModelConfig(kind="tiny", max_length=64, tiny=TINY)
-    return corpus, cfg
+@pytest.fixture
+def tiny(tiny_training_setting):
+    return tiny_training_setting
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -60,13 +52,13 @@ def test_bf16_featurizing_scores_close_to_fp32(tiny):
     assert (s32 - sbf).abs().max() <= 0.02
 
 
-def test_featurize_dtype_changes_the_store_identity(tmp_path):
+def test_featurize_dtype_changes_the_store_identity(tiny, tmp_path):
     from datablame.inputs import prepare_inputs
 
     raw = demo_config(str(tmp_path / "run")).model_dump(mode="json")
     raw["training"]["enabled"] = False
     raw["model"] = {"kind": "hf", "name_or_path": str(tmp_path / "m")}
-    tiny_cfg = ModelConfig(kind="tiny", max_length=64, tiny=TINY)
+    tiny_cfg = tiny[1]
     texts = [f"row {i} text" for i in range(30)]
     loaded = load_model(tiny_cfg, tokenizer_texts=texts, seed=0)
     save_model(loaded.model, loaded.tokenizer, tmp_path / "m")

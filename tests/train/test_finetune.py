@@ -8,22 +8,15 @@ import shutil
 import pytest
 import torch
 
-from datablame.config import ModelConfig, PlantedConfig, TrainingConfig
-from datablame.data import make_planted
+from datablame.config import TrainingConfig
 from datablame.errors import DatablameError
 from datablame.models import load_model
 from datablame.train import finetune, list_checkpoints
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}
 
-
-@pytest.fixture(scope="module")
-def setting():
-    corpus = make_planted(PlantedConfig(n_entities=6, n_facts=2, plants_per_fact=2, decoys_per_fact=1,
-                                        background_per_entity=3)).corpus
-    model_cfg = ModelConfig(kind="tiny", max_length=64, tiny=TINY)
-    return corpus, model_cfg
+@pytest.fixture
+def setting(tiny_training_setting):
+    return tiny_training_setting
 
 
 def _fresh(corpus, model_cfg):
