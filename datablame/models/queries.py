@@ -95,20 +95,33 @@ class QueryMeasure:
     members: list[tuple[int, str, str]]  # (query index, "behaviour" | "contrast", completion text)
 
 
+def behaviour_members(queries: Sequence[Query]) -> list[tuple[int, str, str, float]]:
+    """(query index, "behaviour" | "contrast", completion, weight) of every member completion:
+    +1/n for the n positives of a query (its completion and `behaviour`), -1/m for its m
+    contrasts; [] when no query is behaviour-level. Attribution and retraining checks both
+    measure a query with these weights."""
+    if not any(q.is_behaviour for q in queries):
+        return []
+    out: list[tuple[int, str, str, float]] = []
+    for qi, q in enumerate(queries):
+        positives = (q.completion or "", *q.behaviour)
+        out += [(qi, "behaviour", t, 1.0 / len(positives)) for t in positives]
+        out += [(qi, "contrast", t, -1.0 / len(q.contrast)) for t in q.contrast]
+    return out
+
+
 def behaviour_measure(tokenizer, queries: Sequence[Query], *, limit: int, loss_on: str = "completion"
                       ) -> QueryMeasure | None:
     """The measure of `queries` (already prepared: completions filled in), or None when every
     query is a single completion string (then each is measured by its own loss, as always)."""
-    if not any(q.is_behaviour for q in queries):
+    weighted = behaviour_members(queries)
+    if not weighted:
         return None
-    members: list[tuple[int, str, str]] = []
-    for qi, q in enumerate(queries):
-        members += [(qi, "behaviour", t) for t in (q.completion or "", *q.behaviour)]
-        members += [(qi, "contrast", t) for t in q.contrast]
+    members = [(qi, kind, text) for qi, kind, text, _ in weighted]
     enc = encode_pairs(tokenizer, [queries[qi].prompt for qi, _, _ in members], [t for _, _, t in members],
                        max_length=10**9, loss_on=loss_on, add_eos=False)
     weights = torch.zeros(len(queries), len(members), dtype=torch.float64)
-    for m, (qi, kind, text) in enumerate(members):
+    for m, (qi, kind, text, weight) in enumerate(weighted):
         q = queries[qi]
         if len(enc.input_ids[m]) > limit:
             raise DatablameError(f"query {q.query_id}: the {kind} completion {text[:40]!r} makes {len(enc.input_ids[m])} "
@@ -117,6 +130,5 @@ def behaviour_measure(tokenizer, queries: Sequence[Query], *, limit: int, loss_o
         if m in enc.no_loss:
             raise DatablameError(f"query {q.query_id}: a {kind} completion has no tokens to measure",
                                  "give every behaviour / contrast completion some text")
-        n = 1 + len(q.behaviour) if kind == "behaviour" else len(q.contrast)
-        weights[qi, m] = (1.0 if kind == "behaviour" else -1.0) / n
+        weights[qi, m] = weight
     return QueryMeasure(enc, weights, members)

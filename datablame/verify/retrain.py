@@ -162,15 +162,10 @@ def _initial_model(cfg, base_model: str | None):
 
 def behaviour_members(queries: Sequence[Any]) -> tuple[tuple[int, str, float], ...]:
     """The member completions of behaviour-level queries with their weights, as attribution
-    measures them (`datablame.models.queries.QueryMeasure`); () when no query has any."""
-    if not any(q.is_behaviour for q in queries):
-        return ()
-    out: list[tuple[int, str, float]] = []
-    for qi, q in enumerate(queries):
-        positives = (q.completion or "", *q.behaviour)
-        out += [(qi, t, 1.0 / len(positives)) for t in positives]
-        out += [(qi, t, -1.0 / len(q.contrast)) for t in q.contrast]
-    return tuple(out)
+    measures them (`datablame.models.queries.behaviour_members`); () when no query has any."""
+    from datablame.models.queries import behaviour_members as weighted
+
+    return tuple((qi, text, weight) for qi, _, text, weight in weighted(queries))
 
 
 def measure_queries(
