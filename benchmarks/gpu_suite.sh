@@ -2,7 +2,9 @@
 # GPU readiness in one script (issue 21, item 7). On a CUDA machine:
 #   1. benchmarks/featurize.py --device cuda: the TinyLlama-1.1B shape (22 layers, hidden 2048,
 #      512 tokens, bf16, random weights): our featurizer vs bergson vs a training step, and the
-#      roofline fraction (-> benchmarks/results/featurize_cuda.json);
+#      roofline fraction (-> benchmarks/results/featurize_cuda.json); then
+#      benchmarks/featurize_checkpointing.py: peak memory and time with vs without gradient
+#      checkpointing at that shape (-> featurize_checkpointing_gpu.json; on CPU its CPU shape);
 #   2. the CUDA store tests (pytest -k cuda: exact top-k on the GPU against the CPU, CUDA device
 #      resolution);
 #   3. a 2-rank torchrun smoke test (benchmarks/dist_smoke.py): NCCL with >= 2 GPUs, else gloo
@@ -65,6 +67,12 @@ elif [ "${FEATURIZE_CPU:-0}" = 1 ]; then
 else
   part featurize_tinyllama skipped 0 "no CUDA device: the TinyLlama-1.1B bf16 benchmark needs a GPU (FEATURIZE_CPU=1 runs the CPU shape)"
 fi
+
+# 1b. featurizing with gradient checkpointing: peak memory and time vs without (~40 s on 2 CPU cores)
+CK_OUT="$RES/featurize_checkpointing$([ "$DEVICE" = cuda ] && echo _gpu).json"
+run_part featurize_checkpointing "$CK_OUT" \
+  "$([ "$DEVICE" = cuda ] && echo 'TinyLlama-1.1B shape, 512 tokens, bf16' || echo 'CPU shape'): peak memory and time with vs without checkpointing" \
+  "$PY" benchmarks/featurize_checkpointing.py --device "$DEVICE" --out "$CK_OUT"
 
 # 2. CUDA store tests (they skip themselves without a GPU)
 run_part cuda_store_tests "" "pytest -k cuda on tests/store and tests/models/test_loading.py$([ "$DEVICE" = cpu ] && echo ': no CUDA, so the GPU tests report skipped')" \

@@ -295,7 +295,8 @@ def featurizer_at(ctx: AttributionContext, model: nn.Module) -> GradientFeaturiz
     base = featurizer_for(ctx)
     modules = select_modules(model, ctx.attribution.modules)
     feat = GradientFeaturizer(model, modules, base.projection, bias=ctx.attribution.modules.bias,
-                              autocast=base.autocast)  # the same precision as the attributed model's features
+                              autocast=base.autocast,  # the same precision as the attributed model's features
+                              checkpointing=base.checkpointing)
     if feat.shapes != base.shapes:
         raise DatablameError(
             "the checkpoint's selected modules differ from the attributed model's "

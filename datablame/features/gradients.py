@@ -73,7 +73,8 @@ def featurizer_for(ctx: AttributionContext) -> GradientFeaturizer:
         modules = select_modules(ctx.model, cfg.modules)
         autocast = None if cfg.featurize_dtype == "model" else getattr(torch, cfg.featurize_dtype)
         ctx.shared.featurizer = GradientFeaturizer(ctx.model, modules, FactoredProjection(cfg.projection),
-                                                             bias=cfg.modules.bias, autocast=autocast)
+                                                   bias=cfg.modules.bias, autocast=autocast,
+                                                   checkpointing=ctx.model_cfg.gradient_checkpointing)
         ctx.shared.grad_modules = [n for n, _ in modules]
     return ctx.shared.featurizer
 

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datablame.errors import DatablameError
+from datablame.grads.checkpointing import checkpointed_layers
 from datablame.grads.modules import linear_dims, uses_bias
 from datablame.grads.progress import EtaLog
 from datablame.grads.projection import FactoredProjection
@@ -47,9 +48,12 @@ class GradientFeaturizer:
         projection: FactoredProjection,
         bias: bool = True,
         autocast: torch.dtype | None = None,
+        checkpointing: bool = False,
     ) -> None:
         self.model = model
         self.autocast = autocast  # forward/backward under torch.autocast in this dtype (None: as loaded)
+        self.checkpointing = checkpointing  # recompute layer activations in backward (same features, less memory)
+        self._replaying = False  # True during backward, where checkpointed layers re-run their forward
         self.modules = list(modules)
         self.projection = projection
         self.device = next(model.parameters()).device
@@ -75,14 +79,16 @@ class GradientFeaturizer:
 
     @contextmanager
     def _frozen(self):
-        """Eval mode, all parameters frozen; the previous state is restored afterwards."""
+        """Eval mode, all parameters frozen (layers checkpointed when asked); the previous state is
+        restored afterwards."""
         flags = [(p, p.requires_grad) for p in self.model.parameters()]
         was_training = self.model.training
         for p, _ in flags:
             p.requires_grad_(False)
         self.model.eval()
         try:
-            yield
+            with checkpointed_layers(self.model, self.checkpointing):
+                yield
         finally:
             for p, f in flags:
                 p.requires_grad_(f)
@@ -91,19 +97,33 @@ class GradientFeaturizer:
     def featurize_batch(
         self, batch: dict[str, torch.Tensor], observer: Observer | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (features [B, dim] float32, per-row loss [B]) for one padded batch."""
+        """Return (features [B, dim] float32, per-row loss [B]) for one padded batch.
+
+        Without checkpointing, autograd.grad w.r.t. the hooked modules' outputs gives their output
+        gradients. With it, those outputs must not be held (that would keep what checkpointing
+        frees), so a tensor hook on each output turns its gradient into the module's block during
+        the backward, and only the small projected activations are kept until then."""
         acts: dict[str, torch.Tensor] = {}
         outs: dict[str, torch.Tensor] = {}
+        blocks: dict[str, torch.Tensor] = {}
         handles = []
 
         batch = {k: v.to(self.device) for k, v in batch.items()}
         mask2 = batch["attention_mask"]
+        names = [n for n, _ in self.modules]
 
         def make_hook(name: str):
             p_in = self._mats[name][0]
 
+            def absorb(g: torch.Tensor) -> None:  # runs in backward (checkpointing only)
+                blocks[name] = self._block(name, acts.pop(name), g, mask2, observer)
+
             def hook(_mod, inputs, output):
-                if name in outs:
+                if self._replaying:  # a checkpointed layer's recompute: the same graph, nothing to record
+                    if not output.requires_grad:
+                        output.requires_grad_(True)
+                    return output
+                if name in acts or name in blocks:
                     raise RuntimeError(f"module {name} ran twice in one forward; cannot featurize it")
                 a = as_tokens(inputs[0].detach().float(), mask2, name)
                 with torch.autocast(self.device.type, enabled=False):  # the projection stays float32
@@ -113,7 +133,10 @@ class GradientFeaturizer:
                 acts[name] = a
                 if not output.requires_grad:
                     output.requires_grad_(True)
-                outs[name] = output
+                if self.checkpointing:
+                    output.register_hook(absorb)
+                else:
+                    outs[name] = output
                 return output
 
             return hook
@@ -122,30 +145,46 @@ class GradientFeaturizer:
             handles.append(mod.register_forward_hook(make_hook(name)))
         try:
             cast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None else nullcontext()
+            no_cache = {"use_cache": False} if self.checkpointing else {}  # a cache is never read here
             with torch.enable_grad(), cast:
                 logits = self.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **no_cache
                 ).logits
                 losses = per_row_loss(logits, batch["labels"])
-                names = [n for n, _ in self.modules]
-                grads = torch.autograd.grad(losses.sum(), [outs[n] for n in names], allow_unused=True)
+                del logits
+                self._replaying = True
+                if self.checkpointing:
+                    torch.autograd.backward(losses.sum())  # the tensor hooks fill `blocks`
+                    grads = [None] * len(names)
+                else:
+                    grads = list(torch.autograd.grad(losses.sum(), [outs[n] for n in names], allow_unused=True))
         finally:
+            self._replaying = False
             for h in handles:
                 h.remove()
-        mask = batch["attention_mask"].unsqueeze(-1).float()
         parts = []
-        for name, g in zip(names, grads, strict=True):
-            a = acts[name]
-            if g is None:  # module does not influence the loss (cannot happen for a transformer block)
-                g = torch.zeros_like(outs[name], dtype=torch.float32)
-            g = as_tokens(g.float(), mask2, name) * mask
-            p_out = self._mats[name][1]
-            if p_out is not None:
-                g = g @ p_out.T
-            if observer is not None:
-                observer(name, a, g, batch["attention_mask"])
-            parts.append(torch.einsum("bto,bti->boi", g, a).flatten(1))
+        for name, g, (_, o, i) in zip(names, grads, self.shapes, strict=True):
+            if name in blocks:
+                parts.append(blocks[name])
+            elif g is not None:
+                parts.append(self._block(name, acts[name], g, mask2, observer))
+            else:  # module does not influence the loss (cannot happen for a transformer block)
+                a = acts[name]
+                if observer is not None:
+                    observer(name, a, a.new_zeros(*a.shape[:2], o), mask2)
+                parts.append(a.new_zeros(a.shape[0], o * i))
         return torch.cat(parts, dim=1), losses.detach().float()
+
+    def _block(self, name: str, a: torch.Tensor, g: torch.Tensor, mask2: torch.Tensor,
+               observer: Observer | None) -> torch.Tensor:
+        """One module's block [B, o*i]: sum over real tokens of (P_out g_t)(P_in a_t)^T."""
+        g = as_tokens(g.float(), mask2, name) * mask2.unsqueeze(-1).float()
+        p_out = self._mats[name][1]
+        if p_out is not None:
+            g = g @ p_out.T
+        if observer is not None:
+            observer(name, a, g, mask2)
+        return torch.einsum("bto,bti->boi", g, a).flatten(1)
 
     def featurize(
         self, encoded: Encoded, batch_size: int = 8, pad_id: int = 0, desc: str | None = None,

@@ -11,7 +11,8 @@ Memory (peak, bytes; on CPU the process RSS, so the measured runtime baseline is
   decoder layer's saved tensors, the attention probabilities, the float32 logits and their
   log-softmax/gradient copies); the model trains in the dtype it is loaded in; with gradient
   checkpointing L*d*e per token (each layer's input) plus one layer's share, and 4/3 the step time;
-- featurize: the same activations (no weight gradients) plus, per module, the projected inputs
+- featurize: the same activations (no weight gradients; with checkpointing as above and 3/2 the
+  time, one forward replayed on top of forward + activation backward) plus, per module, the projected inputs
   and output gradients of the batch, and the shard being written: shard_rows x D x (4+4+2);
   the FAISS build holds every row in RAM: flat N*D*4, IVF-Flat N*(D*4+8), IVF-PQ N*(m+8);
 - attribute: the model (and the base model, for `base_loss`), the query features, the
@@ -92,7 +93,7 @@ class Workload:
     methods: int = 1
     fit_rows_tokens: int = 0  # padded tokens of the rows curvature factors are fitted on (0: none)
     id_bytes: int = 8  # mean row-id length
-    checkpointing: bool = False  # model.gradient_checkpointing: training keeps only each layer's input
+    checkpointing: bool = False  # model.gradient_checkpointing: training and featurizing keep only each layer's input
 
 
 @dataclass
@@ -188,6 +189,16 @@ def _e(dtype: str) -> int:
     return BYTES[dtype]
 
 
+def kept_bytes_per_token(s: Shape, t: int, e_act: int, checkpointing: bool) -> float:
+    """Activation bytes per token kept for backward; with checkpointing each layer's input is kept
+    and one layer's activations are recomputed at a time (the logits' copies stay)."""
+    per_token = act_bytes_per_token(s, t, e_act)
+    if not checkpointing:
+        return per_token
+    head = 4 * s.vocab * 4
+    return s.layers * s.hidden * e_act + (per_token - head) / s.layers + head
+
+
 def memory(s: Shape, w: Workload, c: Calibration, dtype: str) -> dict[str, dict[str, float]]:
     """Peak bytes per stage, split into parts (each part's bytes, and 'total' with the baseline).
     The model trains in the dtype it is loaded in (AdamW's moments too)."""
@@ -196,20 +207,18 @@ def memory(s: Shape, w: Workload, c: Calibration, dtype: str) -> dict[str, dict[
     out: dict[str, dict[str, float]] = {}
     if w.train_steps:
         t = w.train_max_tokens
-        per_token = act_bytes_per_token(s, t, e_act)
-        if w.checkpointing:  # each layer's input kept, one layer's activations recomputed at a time
-            per_token = s.layers * s.hidden * e_act + (per_token - 4 * s.vocab * 4) / s.layers + 4 * s.vocab * 4
+        per_token = kept_bytes_per_token(s, t, e_act, w.checkpointing)
         out["train"] = {"weights": s.params * et, "grads": s.params * et, "adamw": 2 * s.params * et,
                         "activations": w.train_batch * t * per_token}
     t = w.train_max_tokens or 1
-    acts = w.feat_batch * t * act_bytes_per_token(s, t, e_act)
+    acts = w.feat_batch * t * kept_bytes_per_token(s, t, e_act, w.checkpointing)
     per_mod = w.feat_batch * t * sum((ki + do) * 4 for di, do, ki, ko in s.modules) + w.feat_batch * s.dim * 4
     shard = min(w.shard_rows, w.rows) * s.dim * (4 + 4 + 2)
     out["featurize"] = {"weights": w_bytes, "activations": acts + per_mod, "shard": shard,
                         "faiss": max(0.0, faiss_ram_bytes(s, w) - (acts + per_mod + shard))}
     store = store_disk_bytes(s, w)["shards"]
     scores = w.queries * w.rows * 8 * (w.methods + 1)
-    q_acts = min(w.feat_batch, max(w.queries, 1)) * t * act_bytes_per_token(s, t, e_act)
+    q_acts = min(w.feat_batch, max(w.queries, 1)) * t * kept_bytes_per_token(s, t, e_act, w.checkpointing)
     out["scores"] = {"weights": w_bytes * (2 if w.tiny else 1), "activations": q_acts, "score_matrix": scores,
                      "block": min(SCORE_BLOCK, w.rows * s.dim * 8) + min(SCORE_BLOCK // 2, store * 2)}
     if w.fit_rows_tokens:
@@ -245,12 +254,14 @@ def seconds(s: Shape, w: Workload, c: Calibration, dtype: str) -> dict[str, dict
         faiss = (2 * d * nl * (KMEANS_ITERS * n_train + n)) / c.flops_per_s + disk["faiss"] / c.save_bytes_per_s
     else:
         faiss = 0.0
-    out["featurize"] = {**fixed, "load": load, "featurize": w.feat_tokens * c.feat_s_per_token,
+    # checkpointing replays each layer's forward once in backward: forward + backward + forward
+    feat_s = c.feat_s_per_token * (3 / 2 if w.checkpointing else 1)
+    out["featurize"] = {**fixed, "load": load, "featurize": w.feat_tokens * feat_s,
                         "write": (disk["total"] - disk["faiss"]) / c.save_bytes_per_s, "faiss": faiss}
     if w.fit_rows_tokens:
-        out["factors"] = {"featurize": 1.2 * w.fit_rows_tokens * c.feat_s_per_token}
+        out["factors"] = {"featurize": 1.2 * w.fit_rows_tokens * feat_s}
     loads = 2 if w.tiny else 1
-    out["scores"] = {**fixed, "load": load * loads, "query_features": w.query_tokens * c.feat_s_per_token,
+    out["scores"] = {**fixed, "load": load * loads, "query_features": w.query_tokens * feat_s,
                      "scoring": w.methods * w.queries * n * d / c.dot_elems_per_s,
                      "behaviour": loads * w.query_tokens * c.fwd_s_per_token + w.completion_tokens * c.decode_s_per_token}
     if w.fit_rows_tokens:  # factors are fitted inside `datablame attribute`: its own row, and part of scores
@@ -263,7 +274,7 @@ def seconds(s: Shape, w: Workload, c: Calibration, dtype: str) -> dict[str, dict
 def query_latency(s: Shape, w: Workload, c: Calibration, tokens_per_query: float) -> dict[str, float]:
     """Seconds for one query once the model is loaded: its features + exact or ANN search."""
     n, d = w.rows, s.dim
-    feat = tokens_per_query * c.feat_s_per_token
+    feat = tokens_per_query * c.feat_s_per_token * (3 / 2 if w.checkpointing else 1)
     nl = default_nlist(n)
     ann = (nl * d + n * d * min(ANN_NPROBE, nl) / nl + ANN_CANDIDATES * d) / c.dot_elems_per_s
     return {"features_s": feat, "exact_s": feat + n * d / c.dot_elems_per_s, "ann_s": feat + ann}

@@ -3,8 +3,9 @@
 
 The budget is checked against the largest stage peak on the device (CPU: process RSS; CUDA:
 device memory, with the store's shard buffers, score matrices and FAISS index on the host).
-Settings are tried from the configured ones down, cheapest loss of quality last: smaller
-batches first (only slower), then bfloat16 (then float16 on CUDA), then IVF-PQ instead of an
+Settings are tried from the configured ones down, cheapest loss of quality last: gradient
+checkpointing and smaller batches first (only slower; at each batch size checkpointing is tried
+before halving it), then bfloat16 (then float16 on CUDA), then IVF-PQ instead of an
 index holding every row in float32, then smaller projections (32x32, 16x16, 8x8). When even the
 smallest fails, one error names that smallest requirement and the stage that needs it.
 """
@@ -68,7 +69,8 @@ def _peak(est: dict[str, Any]) -> tuple[float, str]:
 
 
 def _candidates(proj: ProjectionConfig, w: Workload, dtype: str, device: str):
-    """(projection, precision, faiss, train batch, featurize batch) from the configured setting down."""
+    """(projection, precision, faiss, checkpointing, train batch, featurize batch) from the configured
+    setting down."""
     k = min(x for x in (proj.k_in, proj.k_out, 10**9) if x is not None)
     projs = [proj] + [proj.model_copy(update={"k_in": s, "k_out": s}) for s in (32, 16, 8) if s < k]
     precs = [dtype] + [p for p in (["bfloat16", "float16"] if device == "cuda" else ["bfloat16"]) if p != dtype
@@ -79,7 +81,9 @@ def _candidates(proj: ProjectionConfig, w: Workload, dtype: str, device: str):
             for kind in kinds:
                 tb, fb = w.train_batch, w.feat_batch
                 while True:
-                    yield p, prec, kind, tb, fb
+                    yield p, prec, kind, w.checkpointing, tb, fb
+                    if not w.checkpointing:
+                        yield p, prec, kind, True, tb, fb
                     if tb == 1 and fb == 1:
                         break
                     tb, fb = max(1, tb // 2), max(1, fb // 2)
@@ -90,26 +94,28 @@ def recommend(ms: ModelShape, proj: ProjectionConfig, w: Workload, c: Calibratio
     """The first setting (see module doc) whose largest stage peak fits `budget`, or an error
     naming the smallest requirement."""
     smallest = None
-    for p, prec, kind, tb, fb in _candidates(proj, w, dtype, c.device):
+    for p, prec, kind, ck, tb, fb in _candidates(proj, w, dtype, c.device):
         steps = w.train_steps * w.train_batch // tb if w.train_steps else 0
-        ww = replace(w, faiss=kind, train_batch=tb, feat_batch=fb, train_steps=steps,
+        ww = replace(w, faiss=kind, checkpointing=ck, train_batch=tb, feat_batch=fb, train_steps=steps,
                      train_tokens_per_step=w.train_tokens_per_step * tb / max(w.train_batch, 1))
         est = estimate(ms, p, ww, c, prec, tokens_per_query)
         peak, stage = _peak(est)
         if peak <= budget:
             changed = [f"projection {p.k_in}x{p.k_out}" if p is not proj else None,
                        f"precision {prec}" if prec != dtype else None, f"FAISS {kind}" if kind != w.faiss else None,
+                       "model.gradient_checkpointing true" if ck != w.checkpointing else None,
                        f"training batch {tb}" if tb != w.train_batch else None,
                        f"featurize batch {fb}" if fb != w.feat_batch else None]
             return {"fits": True, "budget_bytes": budget, "peak_bytes": peak, "peak_stage": stage,
                     "projection": {"k_in": p.k_in, "k_out": p.k_out}, "precision": prec, "faiss": kind,
+                    "gradient_checkpointing": ck,
                     "train_batch": tb, "featurize_batch": fb, "changes": [x for x in changed if x] or ["none"]}
         if smallest is None or peak < smallest[0]:
-            smallest = (peak, stage, p, prec, kind, tb, fb)
-    peak, stage, p, prec, kind, tb, fb = smallest  # type: ignore[misc]
+            smallest = (peak, stage, p, prec, kind, ck, tb, fb)
+    peak, stage, p, prec, kind, ck, tb, fb = smallest  # type: ignore[misc]
     raise DatablameError(
         f"memory budget {human(budget)} fits no setting: the smallest plan (projection {p.k_in}x{p.k_out}, {prec}, "
-        f"FAISS {kind}, batch {tb}) still needs {human(peak)} at the {stage} stage",
+        f"FAISS {kind}, batch {tb}{', gradient checkpointing' if ck else ''}) still needs {human(peak)} at the {stage} stage",
         f"raise --memory-budget to at least {human(peak)}, or plan a smaller model (model.*) or fewer rows",
     )
 

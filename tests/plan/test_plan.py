@@ -4,6 +4,7 @@ stores, the memory-budget recommendation and its error, and the command on the d
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from datablame.plan.costs import (
     seconds,
     store_disk_bytes,
 )
-from datablame.plan.planner import recommend
+from datablame.plan.planner import estimate, recommend
 from datablame.plan.shapes import feature_dim, model_shape
 
 MiB = 1 << 20
@@ -148,6 +149,24 @@ def test_budget_recommendation_and_its_error():
     msg = err.value.problem
     assert "memory budget 100.00 MiB fits no setting" in msg and "still needs" in msg and "projection 8x8" in msg
     assert "--memory-budget" in err.value.fix
+
+
+def test_checkpointing_is_tried_before_smaller_batches_when_activations_dominate():
+    """Long sequences: activations dominate train and featurize. Checkpointing keeps each layer's
+    input only, so it cuts both peaks and costs time; a budget between the two peaks is met by
+    turning it on at the configured batch sizes, not by halving them."""
+    cfg, ms, w = _shape_and_workload()
+    w = replace(w, train_max_tokens=1024, train_tokens_per_step=16 * 1024, feat_tokens=544 * 1024)
+    proj = cfg.attribution.projection
+    off, on = (estimate(ms, proj, replace(w, checkpointing=ck), _cal(), "float32", 28)["stages"] for ck in (False, True))
+    for stage in ("train", "featurize"):
+        assert on[stage]["peak_bytes"] < 0.6 * off[stage]["peak_bytes"]
+        assert on[stage]["seconds"] > off[stage]["seconds"]
+    budget = int(max(st["peak_bytes"] for st in on.values()) * 1.1)
+    assert budget < max(st["peak_bytes"] for st in off.values())
+    rec = recommend(ms, proj, w, _cal(), "float32", budget, 28)
+    assert rec["changes"] == ["model.gradient_checkpointing true"] and rec["gradient_checkpointing"]
+    assert (rec["train_batch"], rec["featurize_batch"]) == (w.train_batch, w.feat_batch)
 
 
 def test_api_plan_without_calibration(tmp_path):
