@@ -39,12 +39,12 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise DatablameError(f"--ray-address {address!r} is not host:port or ray://host:port.",
+        raise DatablameError(f"the Ray address {address!r} (--ray-address / attribution.store.ray_address) is not host:port or ray://host:port.",
                              "e.g. --ray-address 10.0.0.5:6379, ray://head:10001 or auto")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as err:
-        raise DatablameError(f"no Ray cluster answers at --ray-address {address} ({err.strerror or err}).",
+        raise DatablameError(f"no Ray cluster answers at {address} (--ray-address / attribution.store.ray_address: {err.strerror or err}).",
                              ADDRESS_FIX) from None
 
 

@@ -37,9 +37,8 @@ def index(
     from datablame.api import load_config
 
     cfg = load_config(config)
-    if ray_address and not ray:
-        raise DatablameError("--ray-address is given without --ray.", "add --ray (or drop --ray-address).")
-    if ray:
+    runner, workers, ray_address = index_runner(cfg.attribution.store, workers, ray, ray_address)
+    if runner == "ray":
         from datablame.api_ray_index import index_ray
 
         summary = index_ray(config, workers=workers, address=ray_address, num_cpus=num_cpus, faiss=faiss,
@@ -47,7 +46,7 @@ def index(
         r = summary["ray"]
         typer.echo(f"ray: {r['shards']} shards in {r['tasks']} tasks on {r['cluster_cpus']:g} CPUs "
                    f"({r['address'] or 'local instance'})")
-    elif workers is not None and workers > 1:
+    elif runner == "torchrun" and workers > 1:
         from datablame.api_distributed import index_distributed
 
         summary = index_distributed(config, workers, faiss=faiss, overwrite=overwrite, text_indices=text_indices,
@@ -68,6 +67,22 @@ def index(
     if "text_indices" in summary:
         typer.echo(describe_text_indices(summary["text_indices"]))
     typer.echo(f"summary: {RunLayout(cfg.output.dir).index_summary}")
+
+
+def index_runner(store, workers: int | None, ray: bool, ray_address: str | None) -> tuple[str, int | None, str | None]:
+    """(runner, workers, Ray address) from the flags, falling back to `attribution.store`'s keys."""
+    runner = "ray" if ray else store.runner
+    if runner == "process" and workers is not None and workers > 1:
+        runner = "torchrun"  # --workers N alone: N torchrun ranks
+    if workers is None and runner != "process":
+        workers = store.workers
+    if ray_address and runner != "ray":
+        raise DatablameError("--ray-address is given without --ray.", "add --ray (or drop --ray-address).")
+    address = ray_address or (store.ray_address if runner == "ray" else None)
+    if runner == "torchrun" and workers is None:
+        raise DatablameError("attribution.store.runner is torchrun but no worker count is set.",
+                             "set attribution.store.workers: N (or pass --workers N).")
+    return runner, workers, address
 
 
 def describe_text_indices(info: dict) -> str:

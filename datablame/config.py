@@ -327,6 +327,12 @@ class StoreConfig(_Strict):
     nprobe: int | None = Field(None, ge=1)  # IVF lists probed; null = the index's tuned nprobe
     ann_candidates: int = Field(200, ge=1)  # rows re-scored exactly per query
     ann_recall_queries: int = Field(8, ge=0)  # queries whose exact top-10 measures the ANN recall (0: none)
+    # how `datablame index` featurizes (its --workers / --ray / --ray-address flags override these):
+    # in this process, as `workers` torchrun ranks, or as Ray tasks (a local Ray instance unless
+    # `ray_address`; workers null = one task per cluster CPU)
+    runner: Literal["process", "torchrun", "ray"] = "process"
+    workers: int | None = Field(None, ge=1)
+    ray_address: str | None = None
 
 
 class RetrievalConfig(_Strict):

@@ -1,10 +1,11 @@
-"""Ray featurizing (`datablame index --ray`): shard ranges as Ray tasks on a local 2-CPU Ray
+"""Ray featurizing (`datablame index --ray`, or `attribution.store.runner: ray`): shard ranges as Ray tasks on a local 2-CPU Ray
 instance write the same store as one process (bit-identical fp16 shards, sha256), a rerun
 recomputes only a shard that went missing, and an address where no Ray answers is one clear
 message before any model is loaded."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -23,9 +24,12 @@ def _write(cfg, tmp_path):
 @pytest.mark.slow  # ~25 s on 2 shared cores: a local Ray instance, 2 index runs, 2 model loads per run
 def test_two_ray_tasks_match_single_process_and_rerun_recomputes_only_a_missing_shard(tmp_path):
     import ray
+    from typer.testing import CliRunner
 
     from datablame import api
     from datablame.api_ray_index import index_ray
+    from datablame.cli import app
+    from datablame.layout import RunLayout
 
     cfg = small_config(tmp_path / "run", attribution={"store": {"shard_rows": 16}})  # 55 rows: 4 shards
     api.train(cfg)
@@ -43,7 +47,12 @@ def test_two_ray_tasks_match_single_process_and_rerun_recomputes_only_a_missing_
         gone = store_dir / shards[2]["file"]
         gone.unlink()
         kept = {e["file"]: (store_dir / e["file"]).stat().st_mtime_ns for e in shards if e["index"] != 2}
-        again = index_ray(cfg_path, workers=2, faiss="none", text_indices=False, progress=False)
+        # the rerun through the CLI, Ray chosen by the config key instead of --ray
+        cfg.attribution.store = cfg.attribution.store.model_copy(update={"runner": "ray", "workers": 2})
+        res = CliRunner().invoke(app, ["index", "--config", str(_write(cfg, tmp_path)), "--faiss", "none",
+                                       "--no-text-indices"])
+        assert res.exit_code == 0 and "ray: 1 shards in 1 tasks" in res.output, res.output
+        again = json.loads(RunLayout(cfg.output.dir).index_summary.read_text())
         assert (again["ray"]["shards"], again["ray"]["tasks"], again["ray"]["rows"]) == (1, 1, shards[2]["stop"] - shards[2]["start"])
         assert {f: (store_dir / f).stat().st_mtime_ns for f in kept} == kept, "finished shards are not rewritten"
         assert [e["sha256"] for e in open_store(store_dir, verify=True).shards] == [e["sha256"] for e in shards]
@@ -62,19 +71,28 @@ def _dead_port() -> int:
         return s.getsockname()[1]  # closed again: nothing listens there
 
 
-@pytest.mark.parametrize("args", [["--ray", "--ray-address", "127.0.0.1:{port}"], ["--ray-address", "auto"]])
-def test_cli_bad_ray_address_is_one_clear_message(tmp_path, args):
+@pytest.mark.parametrize(("args", "store", "expect"), [
+    (["--ray", "--ray-address", "127.0.0.1:{port}"], {}, "no Ray cluster answers at 127.0.0.1:"),
+    ([], {"runner": "ray", "ray_address": "127.0.0.1:{port}"}, "no Ray cluster answers at 127.0.0.1:"),
+    (["--ray-address", "auto"], {}, "--ray-address is given without --ray"),
+    ([], {"runner": "torchrun"}, "runner is torchrun but no worker count is set"),
+], ids=["flag", "config-key", "address-without-ray", "torchrun-without-workers"])
+def test_cli_bad_runner_settings_are_one_clear_message(tmp_path, args, store, expect):
+    """The flags and `attribution.store.runner / ray_address / workers` reach the same checks."""
     from typer.testing import CliRunner
 
     from datablame.cli import app
 
-    path = _write(small_config(tmp_path / "run"), tmp_path)
-    args = [a.format(port=_dead_port()) for a in args]
+    port = _dead_port()
+    cfg = small_config(tmp_path / "run")
+    store = {k: v.format(port=port) for k, v in store.items()}
+    cfg.attribution.store = cfg.attribution.store.model_copy(update=store)
+    path = _write(cfg, tmp_path)
+    args = [a.format(port=port) for a in args]
     res = CliRunner().invoke(app, ["index", "--config", str(path), *args, "--no-text-indices"])
     text = " ".join(res.output.split())
     assert res.exit_code != 0, res.output
-    if "--ray" in args:
-        assert "no Ray cluster answers at --ray-address 127.0.0.1:" in text and "ray start --head" in text, res.output
-    else:
-        assert "--ray-address is given without --ray" in text, res.output
+    assert expect in text, res.output
+    if "answers" in expect:
+        assert "ray start --head" in text, res.output
     assert not (tmp_path / "run" / "store").exists(), "nothing was started or written"
