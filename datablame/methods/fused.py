@@ -17,7 +17,10 @@ Unit: reciprocal-rank-fusion score, sum of w / (c + rank), in (0, sum w / (c + 1
 ranks by a weighted sum of the components' per-query z-scores, the weights fitted per query
 on the LDS subset models leaving that query out (`datablame.features.fusion_learned`); the
 fitted weights are in `fitted` (query id -> component -> weight) and in each row's evidence.
-Unit then: weighted sum of z-scores (standard deviations over the rows).
+Unit then: weighted sum of z-scores (standard deviations over the rows). As the retrieval
+cascade's fusion stage, the components are the stages' reciprocal-rank votes 1/(c + rank)
+(0 where a stage did not rank the row), weighted the same way
+(`datablame.retrieval.candidates`).
 """
 
 from __future__ import annotations
@@ -79,16 +82,18 @@ class Fused(Method):
         return self.learn(comps, masks, losses, ids)
 
     def learn(self, comps: dict[str, np.ndarray], masks: np.ndarray, losses: np.ndarray,
-              query_ids: Sequence[str]) -> np.ndarray:
+              query_ids: Sequence[str], ranks: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Scores [Q, N] = per query sum_m w_m z_m, the weights fitted leaving the query out
-        (masks [M, N], losses [M, Q] of the LDS subset models, queries in `query_ids` order)."""
+        (masks [M, N], losses [M, Q] of the LDS subset models, queries in `query_ids` order).
+        `ranks` (component -> [Q, N], 0 = unranked) are kept for `evidence` instead of the
+        components' own score ranks (the retrieval cascade passes its stages' ranks)."""
         if len(query_ids) < 2:
             raise DatablameError("fused combine: learned needs at least 2 queries (weights are fitted on the others)",
                                  "attribute several queries at once, or use attribution.options.fused.combine: rrf")
         names = list(comps)
         z = [zscore_rows(comps[m]) for m in names]
         w = fit_loo_weights(z, masks, losses)  # [Q, K]
-        self._ranks = {m: np.stack([ranks_desc(row) for row in comps[m]]) for m in names}
+        self._ranks = ranks if ranks is not None else {m: np.stack([ranks_desc(row) for row in comps[m]]) for m in names}
         self.fitted = {q: {m: round(float(w[qi, k]), 6) for k, m in enumerate(names)} for qi, q in enumerate(query_ids)}
         self.subsets = len(masks)
         return np.einsum("qk,kqn->qn", w, np.stack(z))

@@ -46,6 +46,7 @@ import torch
 from datablame.config import AttributionConfig
 from datablame.errors import DatablameError
 from datablame.features.context import AttributionContext
+from datablame.features.fusion_learned import load_lds_subsets
 from datablame.features.gradients import GradFeatures, featurizer_for, measure_queries
 from datablame.features.text_index import (
     TextIndices,
@@ -187,9 +188,12 @@ def _restricted(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.asarray(scores, dtype=np.float64), -np.inf)
 
 
-def _fused_stages(method: Method, cascade: CascadeResult) -> np.ndarray:
+def _fused_stages(inputs: AttributionContext, method: Method, cascade: CascadeResult) -> tuple[np.ndarray, str]:
     """`fused` over the cascade: per query, the rank of each candidate in every text stage that
-    ran and in the gradient re-rank, fused by reciprocal rank; rows outside the candidates -inf."""
+    ran and in the gradient re-rank, fused by reciprocal rank (`combine: rrf`) or, with
+    `combine: learned`, each stage's reciprocal-rank vote 1/(c + rank) (0 where the stage did not
+    rank the row) as a component weighted on the run's LDS subset models, leaving each query
+    out; rows no stage found -inf. Returns the scores and how they were made."""
     per_query = []
     for q in cascade.queries:
         ranks = {}
@@ -202,14 +206,25 @@ def _fused_stages(method: Method, cascade: CascadeResult) -> np.ndarray:
         g[q.reranked_rows] = np.arange(1, len(q.reranked_rows) + 1)
         ranks[RERANK_METHOD] = g
         per_query.append(ranks)
-    return method.fuse(per_query)
+    stages = "+".join([s for s, _ in FUSED_STAGES if s in cascade.queries[0].survivors] + ["rerank"]) \
+        if cascade.queries else "rerank"
+    if method.options.combine != "learned":
+        return method.fuse(per_query), f"fusion stage: reciprocal-rank fusion of the {stages} ranks"
+    names = list(per_query[0]) if per_query else [RERANK_METHOD]
+    ranks = {m: np.stack([pq[m] for pq in per_query]) for m in names}
+    votes = {m: np.where(r > 0, 1.0 / (method.options.c + np.maximum(r, 1)), 0.0) for m, r in ranks.items()}
+    ids = [q.query_id for q in inputs.queries]
+    masks, losses = load_lds_subsets(inputs.run_dir, inputs.corpus.fingerprint(), len(inputs.corpus), ids)
+    fused = method.learn(votes, masks, losses, ids, ranks=ranks)
+    found = np.any([r > 0 for r in ranks.values()], axis=0)
+    return np.where(found, fused, -np.inf), (
+        f"fusion stage: the {stages} reciprocal-rank votes weighted per query on {len(masks)} LDS subset models "
+        "(leave-one-query-out)")
 
 
 def _score_method(inputs: AttributionContext, method: Method, cascade: CascadeResult, mask: np.ndarray) -> tuple[np.ndarray, str]:
     if method.name == FUSION_METHOD:
-        stages = "+".join([s for s, _ in FUSED_STAGES if s in cascade.queries[0].survivors] + ["rerank"]) \
-            if cascade.queries else "rerank"
-        return _fused_stages(method, cascade), f"fusion stage: reciprocal-rank fusion of the {stages} ranks"
+        return _fused_stages(inputs, method, cascade)
     if method.name == RERANK_METHOD:
         return cascade.score_matrix(fill=-np.inf), "re-rank stage: candidates only"
     if method.name in ROW_SEPARABLE_METHODS:

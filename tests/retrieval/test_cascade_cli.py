@@ -147,3 +147,55 @@ def test_too_small_stage_and_non_gradient_method_are_refused(indexed, tmp_path):
     res = runner.invoke(app, ["attribute", "--config", str(write_yaml(with_retrieval(cfg), tmp_path / "r.yaml")),
                               "--method", "grad_cosine,bm25"])
     assert res.exit_code == 2 and "bm25 is not one" in res.output and "retrieval.enabled: false" in res.output
+
+
+def test_learned_fusion_stage_weights_the_stage_votes_on_lds_records(indexed):
+    """`fused` with `combine: learned` in the cascade weights each stage's reciprocal-rank vote
+    1/(c + rank) (0 where the stage did not rank the row), z-scored over the rows, with weights
+    fitted on the run's LDS subset records leaving the query out; without records it is one
+    message naming `datablame lds` (never a silent fall-back to reciprocal-rank fusion)."""
+    import base64
+    import shutil
+
+    from datablame.features.fusion import RRF_C
+    from datablame.layout import RunLayout
+
+    cfg, _, _, _ = indexed
+    base = with_retrieval(cfg, embedding_k=30, bm25_k=12)
+    learned = base.model_copy(update={"attribution": base.attribution.model_copy(
+        update={"options": {"fused": {"combine": "learned"}}})})
+    with pytest.raises(DatablameError) as err:
+        api.attribute(learned, methods=["grad_cosine", "fused"], progress=False)
+    assert "datablame lds --config" in err.value.fix
+    rrf, rrf_paths = api.attribute(base, methods=["grad_cosine", "fused"], progress=False)
+    found = np.isfinite(dict(np.load(rrf_paths["json"].parent / "scores.npz"))["fused"])
+    corpus = api.load_corpus(cfg)[0]
+    n, ids = len(corpus), [q.query_id for q in rrf.queries]
+    rng = np.random.default_rng(0)
+    jobs = RunLayout(cfg.output.dir).lds_jobs_dir
+    jobs.mkdir(parents=True, exist_ok=True)
+    try:
+        for j in range(8):
+            mask = rng.random(n) < 0.5
+            (jobs / f"fake{j}.json").write_text(json.dumps({
+                "kind": "lds-subset", "corpus": corpus.fingerprint(), "n_rows": n,
+                "kept_mask": base64.b64encode(np.packbits(mask).tobytes()).decode(),
+                "query_ids": ids, "loss": rng.normal(size=len(ids)).tolist(), "identity": {}}))
+        result, paths = api.attribute(learned, methods=["grad_cosine", "fused"], progress=False)
+    finally:
+        shutil.rmtree(jobs)
+    assert "weighted per query on 8 LDS subset models" in result.retrieval["method_scoring"]["fused"]
+    assert np.array_equal(np.isfinite(dict(np.load(paths["json"].parent / "scores.npz"))["fused"]), found)
+    kept = {"embedding_cosine": 30, "bm25": 12, "grad_cosine": 12}  # rows each stage ranks, 1..k
+
+    def z(rank, k):  # the z-score over all n rows of one stage's vote for a row at `rank`
+        votes = np.zeros(n)
+        votes[:k] = 1 / (RRF_C + np.arange(1, k + 1))
+        return ((1 / (RRF_C + rank) if rank else 0.0) - votes.mean()) / votes.std()
+
+    for q in result.queries:
+        for r in q.rankings["fused"]:
+            w, ranks = r.evidence["weights"], r.evidence["ranks"]
+            assert set(w) == set(kept) and abs(sum(w.values()) - 1) < 1e-9 and min(w.values()) >= 0
+            want = sum(w[m] * z(ranks[m] or 0, k) for m, k in kept.items())
+            np.testing.assert_allclose(r.score, want, rtol=1e-9, atol=1e-12)
